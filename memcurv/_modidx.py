@@ -44,4 +44,9 @@ d = { 'settings': { 'branch': 'main',
                               'memcurv.core.Schedule.num_train_timesteps': ('core.html#schedule.num_train_timesteps', 'memcurv/core.py'),
                               'memcurv.core.Schedule.sigma': ('core.html#schedule.sigma', 'memcurv/core.py'),
                               'memcurv.core.check_finite': ('core.html#check_finite', 'memcurv/core.py'),
-                              'memcurv.core.posterior_variance': ('core.html#posterior_variance', 'memcurv/core.py')}}}
+                              'memcurv.core.posterior_variance': ('core.html#posterior_variance', 'memcurv/core.py')},
+            'memcurv.fixtures': { 'memcurv.fixtures._word_merges': ('fixtures.html#_word_merges', 'memcurv/fixtures.py'),
+                                  'memcurv.fixtures.make_tiny_pipeline': ('fixtures.html#make_tiny_pipeline', 'memcurv/fixtures.py'),
+                                  'memcurv.fixtures.tiny_text_encoder': ('fixtures.html#tiny_text_encoder', 'memcurv/fixtures.py'),
+                                  'memcurv.fixtures.tiny_unet': ('fixtures.html#tiny_unet', 'memcurv/fixtures.py'),
+                                  'memcurv.fixtures.write_clip_tokenizer': ('fixtures.html#write_clip_tokenizer', 'memcurv/fixtures.py')}}}

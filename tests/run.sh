@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: installs everything on a fresh machine (Python 3.11 + pip), checks that the library and README are what the
+# notebooks generate, then runs the notebook tests and the pytest suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python -m pip install -q --disable-pip-version-check torch==2.13.0   # first, so pip keeps the CPU build
+python -m pip install -q --disable-pip-version-check -e ".[dev]"
+
+# Notebooks are the source of truth: exporting and cleaning them must not change anything.
+snapshot=$(mktemp -d)
+cp -r memcurv nbs "$snapshot/"
+nbdev_export
+nbdev_clean
+if ! diff -r -q -x __pycache__ -x '*.egg-info' "$snapshot/memcurv" memcurv || ! diff -r -q -x .ipynb_checkpoints "$snapshot/nbs" nbs; then
+  echo "FAIL: nbdev_export / nbdev_clean changed the files above: the library or the notebooks are out of sync." >&2
+  echo "Run nbdev_export && nbdev_clean, review and commit." >&2
+  exit 1
+fi
+python tests/make_readme.py --check
+
+# Two cores: two notebooks at a time, one thread each, so torch does not oversubscribe the CPU.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+nbdev_test --n_workers 2 --do_print
+python -m pytest tests -q -p no:cacheprovider --durations=10

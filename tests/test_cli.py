@@ -1,0 +1,51 @@
+"""The `memcurv` console script, run as a real subprocess on tiny pipeline folders."""
+import json
+import subprocess
+import sys
+
+import xarray as xr
+
+from memcurv.fixtures import make_tiny_pipeline
+from memcurv.maps import open_maps
+
+
+def memcurv(*args, cwd=None):
+    return subprocess.run(["memcurv", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_maps_with_checkpoint_to_netcdf(tiny_sd, tiny_sd_early, tmp_path):
+    out = tmp_path / "maps.nc"
+    r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--prompt", "a cat", "--seeds", 0, 1, "--checkpoint", tiny_sd_early,
+                "--steps", 4, "--n-probes", 4, "--capture-steps", 0, -1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    ds = open_maps(out)
+    assert list(ds.branch.values) == ["cond", "uncond", "checkpoint"]
+    assert list(ds.baseline.values) == ["uncond", "checkpoint"]
+    assert ds.sizes["sample"] == 4 and ds.sizes["timestep"] == 2
+    assert list(ds.prompt.values) == ["a photo", "a photo", "a cat", "a cat"]
+    assert ds.attrs["checkpoint"] == str(tiny_sd_early) and ds.attrs["model"] == str(tiny_sd)
+    assert json.loads(ds.attrs["scheduler"])["num_train_timesteps"] == 1000
+    assert not list(tmp_path.glob(".maps.nc.partial*"))
+
+
+def test_v_prediction_to_zarr(tmp_path):
+    folder = make_tiny_pipeline(tmp_path / "sd-v", prediction_type="v_prediction", vae=False)
+    out = tmp_path / "maps.zarr"
+    r = memcurv("maps", folder, "--prompt", "a photo", "--steps", 3, "--estimator", "fd", "--timesteps", 1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    ds = xr.open_zarr(out)
+    assert ds.attrs["prediction_type"] == "v_prediction" and ds.attrs["estimator"] == "fd"
+    assert int(ds.timestep[0]) == 1 and float(ds.curvature_stderr.max()) == 0.0
+
+
+def test_errors_are_one_clear_line(tiny_sd, tmp_path):
+    cases = [(["maps", tmp_path / "nowhere", "--prompt", "a"], "is not a folder"),
+             (["maps", tiny_sd, "--prompt", "a", "--steps", 3, "--timesteps", 500], "not visited by this 3-step DDIM schedule"),
+             (["maps", tiny_sd, "--prompt", "a", "--steps", 3, "--estimator", "magic"], "unknown estimator"),
+             (["maps", tiny_sd, "--prompt", "a", "--steps", 3, "--out", tmp_path / "x.csv"], ".nc (netCDF) or .zarr")]
+    for args, message in cases:
+        r = memcurv(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "memcurv: error:" in r.stderr and message in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x.csv").exists()

@@ -1,0 +1,35 @@
+"""MemLab end to end: a miniature training run feeds the curvature pipeline, and `memcurv demo` runs as a real subprocess."""
+import re
+import subprocess
+
+import pandas as pd
+
+from memcurv.maps import curvature_maps, open_maps
+from memcurv.memlab import MemLab
+from memcurv.pipeline import load_model
+from memcurv.train import train_memlab
+
+
+def test_miniature_training_feeds_the_maps(tmp_path):
+    out = train_memlab(tmp_path / "run", steps=3, batch_size=4, early_step=2, channels=(16, 32), progress=False)
+    model, early = load_model(out["final"], checkpoint=out["early"])
+    assert model.latent_shape == (3, 32, 32) and model.vae is None
+    prompt = MemLab().templated[0]
+    ds = curvature_maps(model, [prompt], seeds=[0], checkpoint=early, steps=3, n_probes=2, progress=False)
+    assert list(ds.baseline.values) == ["uncond", "checkpoint"]
+    assert ds.image.shape == (1, 3, 32, 32)
+
+
+def test_demo_command_writes_all_outputs(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run(["memcurv", "demo", "--out", out, "--seeds", "1", "--steps", "8", "--n-probes", "2"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "Best global IoU" in r.stdout and "dh_uncond" in r.stdout
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert {"method", "subset", "iou", "constraint_to_rest", "memorized_to_rest"} <= set(metrics.columns)
+    ds = open_maps(out / "maps.nc")
+    assert {"gt_mask", "curvature", "curvature_diff", "score_diff", "image"} <= set(ds.data_vars)
+    assert set(ds.label.values) == {"TV", "MV", "N"}
+    html = (out / "report.html").read_text()
+    assert "Plotly.newPlot" in html and not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js inline: opens offline

@@ -1,0 +1,16 @@
+"""Peer detectors on a real diffusers pipeline folder (the tiny SD fixture, with VAE and fused attention)."""
+import numpy as np
+
+from memcurv.peers import anisotropy, sharpness, wen_norm
+from memcurv.pipeline import load_model
+
+
+def test_detectors_on_tiny_sd(tiny_sd):
+    model, _ = load_model(tiny_sd)
+    prompts = ["a photo", "a cat"]
+    for score in (wen_norm(model, prompts, seeds=[0, 1], steps=4), anisotropy(model, prompts, seeds=[0, 1], steps=10),
+                  sharpness(model, prompts, seeds=[0, 1], steps=10)):
+        assert score.dims == ("sample",) and score.sizes["sample"] == 4
+        assert list(score.prompt.values) == ["a photo", "a photo", "a cat", "a cat"]
+        assert list(score.seed.values) == [0, 1, 0, 1]
+        assert np.isfinite(score.values).all() and (score.values > 0).any()

@@ -33,3 +33,12 @@ def test_demo_command_writes_all_outputs(tmp_path):
     assert set(ds.label.values) == {"TV", "MV", "N"}
     html = (out / "report.html").read_text()
     assert "Plotly.newPlot" in html and not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js inline: opens offline
+
+    r = subprocess.run(["memcurv", "evaluate", out], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(out / "evaluation.csv")
+    assert list(table.columns[:12]) == ["method", "subset", "threshold_rule", "iou", "miou", "accuracy", "dice", "auroc", "ap",
+                                        "det_auc", "tpr_at_1fpr", "seconds"]
+    assert {"oracle", "calibrated", "otsu"} <= set(table.threshold_rule) and {"TV", "MV", "N", "all"} <= set(table.subset)
+    assert table.loc[table.method == "dh_uncond", "seconds"].gt(0).all()
+    assert "iou oracle TV" in r.stdout

@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 python -m pip install -q --disable-pip-version-check torch==2.13.0   # first, so pip keeps the CPU build
 python -m pip install -q --disable-pip-version-check -e ".[dev]"
+# The browser tests drive Debian's chromium (Playwright cannot download its own browser here).
+if ! command -v chromium > /dev/null; then
+  sudo_="" && [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+  $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium > /dev/null
+fi
 
 # Notebooks are the source of truth: exporting and cleaning them must not change anything.
 snapshot=$(mktemp -d)

@@ -49,3 +49,33 @@ def test_errors_are_one_clear_line(tiny_sd, tmp_path):
         assert "memcurv: error:" in r.stderr and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_own_model_with_peers_evaluated_against_webster_files(tiny_sd, tiny_sd_early, tmp_path):
+    "A user's workflow: maps and peers of their own pipeline to zarr, then the evaluation against Webster-format ground truth."
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+    captions = ["a tv caption", "an mv caption", "a plain caption", "another plain caption"]
+    (tmp_path / "templates").mkdir()
+    mask = np.zeros((64, 64), np.uint8); mask[:32] = 255
+    Image.fromarray(mask).save(tmp_path / "templates" / "mask_0.png")
+    pd.DataFrame(dict(url=["u"], img_file=["t.png"], mask_file=["mask_0.png"])).to_parquet(tmp_path / "templates" / "metadata.parquet")
+    pd.DataFrame(dict(caption=captions, url=list("abcd"), index=range(4), overfit_type=["TV", "MV", "N", "N"],
+                      gen_seeds=[[0]] * 4, template_indices=[[0], [], [], []])).to_parquet(tmp_path / "gt.parquet")
+    run = tmp_path / "run"
+    prompts = [a for c in captions for a in ("--prompt", c)]
+    r = memcurv("maps", tiny_sd, *prompts, "--seeds", 0, 1, "--checkpoint", tiny_sd_early, "--steps", 4, "--n-probes", 2,
+                "--peers", "--out", run / "maps.zarr")
+    assert r.returncode == 0, r.stderr
+    r = memcurv("evaluate", run, "--ground-truth", tmp_path / "gt.parquet")
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(run / "evaluation.csv")
+    methods = {"raw curvature", "dh_uncond", "ds_uncond", "dh_checkpoint", "ds_checkpoint", "all-ones", "bright_ending",
+               "wen_norm", "anisotropy", "sharpness"}
+    assert set(table.method) == methods
+    assert set(table.subset) == {"TV", "MV", "N", "all"}
+    assert table.seconds.notna().all() and table.loc[table.method != "all-ones", "seconds"].gt(0).all()
+    ones = table[(table.method == "all-ones") & (table.subset == "TV") & (table.threshold_rule == "oracle")].iloc[0]
+    assert abs(ones.iou - 0.5) < 1e-9   # the template covers the top half: predicting everything gets IoU 1/2
+    assert "oracle TV iou" in r.stdout

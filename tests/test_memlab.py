@@ -41,4 +41,4 @@ def test_demo_command_writes_all_outputs(tmp_path):
                                         "det_auc", "tpr_at_1fpr", "seconds"]
     assert {"oracle", "calibrated", "otsu"} <= set(table.threshold_rule) and {"TV", "MV", "N", "all"} <= set(table.subset)
     assert table.loc[table.method == "dh_uncond", "seconds"].gt(0).all()
-    assert "iou oracle TV" in r.stdout
+    assert "oracle TV iou" in r.stdout and "calibrated all accuracy" in r.stdout

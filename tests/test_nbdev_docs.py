@@ -1,0 +1,55 @@
+"""nbdev's own docs pipeline stays usable for those who have Quarto: its config files are valid and its processors, which execute
+import and show_doc cells outside the notebook's flow, run on every notebook."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+
+NBS = Path(__file__).resolve().parents[1] / "nbs"
+
+
+def notebooks() -> list[Path]:
+    return sorted(p for p in NBS.rglob("*.ipynb") if not any(part.startswith(("_", ".")) for part in p.relative_to(NBS).parts))
+
+
+def _sidebar_entries(contents) -> list[str]:
+    out = []
+    for item in contents:
+        out += _sidebar_entries(item["contents"]) if isinstance(item, dict) else [item]
+    return out
+
+
+def test_quarto_config_and_sidebar_are_valid():
+    quarto = yaml.safe_load((NBS / "_quarto.yml").read_text())
+    assert quarto["project"]["type"] == "website" and "sidebar.yml" in quarto["metadata-files"]
+    assert all((NBS / f).exists() for f in quarto["metadata-files"])
+    sidebar = yaml.safe_load((NBS / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
+    assert sorted(_sidebar_entries(sidebar)) == sorted(p.relative_to(NBS).as_posix() for p in notebooks()), \
+        "nbs/sidebar.yml is stale: run `nbdev_sidebar` (or `memcurv docs`, which refreshes it) and commit it"
+
+
+def _process(path: str) -> str:
+    "Run nbdev's default processors (those `nbdev_proc_nbs` runs before Quarto) on one notebook; the error text, or ''."
+    import warnings
+    from fastcore.xtras import working_directory
+    from nbdev.process import NBProcessor
+    from nbdev.processors import FilterDefaults
+    os.environ["IN_TEST"] = "1"
+    warnings.simplefilter("ignore")
+    try:
+        with working_directory(Path(path).parent): NBProcessor(path, procs=FilterDefaults().procs(), process=True)
+    except Exception as e:
+        return f"{Path(path).name}: {e}"
+    return ""
+
+
+def test_nbdev_processors_run_on_every_notebook():
+    # nbdev executes every cell that imports something (plus exported and show_doc cells) apart from the rest of the notebook,
+    # so a cell mixing imports with code that needs earlier cells breaks `nbdev_docs`: keep imports in cells of their own.
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as ex:
+        errors = [e for e in ex.map(_process, map(str, notebooks())) if e]
+    assert not errors, "\n\n".join(errors)

@@ -62,12 +62,13 @@ def test_own_model_with_peers_evaluated_against_webster_files(tiny_sd, tiny_sd_e
     Image.fromarray(mask).save(tmp_path / "templates" / "mask_0.png")
     pd.DataFrame(dict(url=["u"], img_file=["t.png"], mask_file=["mask_0.png"])).to_parquet(tmp_path / "templates" / "metadata.parquet")
     pd.DataFrame(dict(caption=captions, url=list("abcd"), index=range(4), overfit_type=["TV", "MV", "N", "N"],
-                      gen_seeds=[[0]] * 4, template_indices=[[0], [], [], []])).to_parquet(tmp_path / "gt.parquet")
+                      gen_seeds=[[0, 1], [1], [0], [2]], template_indices=[[0], [], [], []])).to_parquet(tmp_path / "gt.parquet")
     run = tmp_path / "run"
-    prompts = [a for c in captions for a in ("--prompt", c)]
-    r = memcurv("maps", tiny_sd, *prompts, "--seeds", 0, 1, "--checkpoint", tiny_sd_early, "--steps", 4, "--n-probes", 2,
-                "--peers", "--out", run / "maps.zarr")
+    r = memcurv("maps", tiny_sd, "--ground-truth", tmp_path / "gt.parquet", "--checkpoint", tiny_sd_early, "--steps", 4,
+                "--n-probes", 2, "--peers", "--out", run / "maps.zarr")
     assert r.returncode == 0, r.stderr
+    ds = open_maps(run / "maps.zarr")   # every caption with its own gen_seeds
+    assert list(ds.prompt.values) == [captions[0], captions[0], *captions[1:]] and list(ds.seed.values) == [0, 1, 1, 0, 2]
     r = memcurv("evaluate", run, "--ground-truth", tmp_path / "gt.parquet")
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(run / "evaluation.csv")

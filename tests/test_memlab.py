@@ -42,3 +42,8 @@ def test_demo_command_writes_all_outputs(tmp_path):
     assert {"oracle", "calibrated", "otsu"} <= set(table.threshold_rule) and {"TV", "MV", "N", "all"} <= set(table.subset)
     assert table.loc[table.method == "dh_uncond", "seconds"].gt(0).all()
     assert "oracle TV iou" in r.stdout and "calibrated all accuracy" in r.stdout
+    r = subprocess.run(["memcurv", "evaluate", out, "--normalise", "image", "--channel", "max"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert not pd.read_csv(out / "evaluation.csv").equals(table)   # another recipe, another table
+    r = subprocess.run(["memcurv", "evaluate", out, "--timestep", "999"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "timestep 999 was not captured" in r.stderr and "Traceback" not in r.stderr

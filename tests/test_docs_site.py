@@ -53,6 +53,10 @@ def base_url(pages, tmp_path_factory):
     server.shutdown()
 
 
+# A figure that shows data, not only axes: heatmap or image pixels, markers, lines or bars (an explorer saved before its first
+# redraw would show empty panels).
+_MARKED = """() => [...document.querySelectorAll('.plotly-graph-div')].filter(d =>
+                  d.querySelector('.hm image, .imagelayer image, .scatterlayer .point, .scatterlayer .js-line, .barlayer .point')).length"""
 _DRAWN = """() => [...document.querySelectorAll('.plotly-graph-div')]
                  .every(d => d.classList.contains('js-plotly-plot') && d.querySelector('.main-svg'))"""
 
@@ -71,6 +75,7 @@ def visits(base_url, pages) -> dict:
             out[name] = dict(
                 status=response.status, h1=" ".join(page.locator("article h1").all_inner_texts()),
                 figures=page.locator(".plotly-graph-div").count(), drawn=page.locator(".js-plotly-plot .main-svg").count(),
+                marked=page.evaluate(_MARKED),
                 math=page.locator("article .math").count(), typeset=page.locator("article .math mjx-container").count(),
                 math_errors=page.locator("mjx-merror").count(),
                 sidebar=page.eval_on_selector_all(".sidebar-tree a.reference", "es => es.map(e => e.href)"),
@@ -131,6 +136,8 @@ def test_plotly_figures_are_drawn(visits):
     assert with_figures, "no page shows a plotly figure"
     for name, v in with_figures.items():
         assert v["drawn"] >= v["figures"], name
+        assert v["marked"] == v["figures"], f"{name}: {v['figures'] - v['marked']} figure(s) show no data"
+    assert with_figures.get("widgets.html", {}).get("figures", 0) >= 2, "the explorers are not on the widgets page"
 
 
 def test_math_is_typeset(visits):

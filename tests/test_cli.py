@@ -55,14 +55,10 @@ def test_own_model_with_peers_evaluated_against_webster_files(tiny_sd, tiny_sd_e
     "A user's workflow: maps and peers of their own pipeline to zarr, then the evaluation against Webster-format ground truth."
     import numpy as np
     import pandas as pd
-    from PIL import Image
+    from memcurv.groundtruth import write_webster
     captions = ["a tv caption", "an mv caption", "a plain caption", "another plain caption"]
-    (tmp_path / "templates").mkdir()
-    mask = np.zeros((64, 64), np.uint8); mask[:32] = 255
-    Image.fromarray(mask).save(tmp_path / "templates" / "mask_0.png")
-    pd.DataFrame(dict(url=["u"], img_file=["t.png"], mask_file=["mask_0.png"])).to_parquet(tmp_path / "templates" / "metadata.parquet")
-    pd.DataFrame(dict(caption=captions, url=list("abcd"), index=range(4), overfit_type=["TV", "MV", "N", "N"],
-                      gen_seeds=[[0, 1], [1], [0], [2]], template_indices=[[0], [], [], []])).to_parquet(tmp_path / "gt.parquet")
+    mask = np.zeros((64, 64), bool); mask[:32] = True
+    write_webster(tmp_path, captions, ["TV", "MV", "N", "N"], [[0, 1], [1], [0], [2]], [mask], [[0], [], [], []])
     run = tmp_path / "run"
     r = memcurv("maps", tiny_sd, "--ground-truth", tmp_path / "gt.parquet", "--checkpoint", tiny_sd_early, "--steps", 4,
                 "--n-probes", 2, "--peers", "--out", run / "maps.zarr")

@@ -1,7 +1,6 @@
 """The `memcurv` console script, run as a real subprocess on tiny pipeline folders."""
 import json
 import subprocess
-import sys
 
 import xarray as xr
 

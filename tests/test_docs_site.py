@@ -19,16 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from browser import browser_page  # noqa: E402
+from conftest import NBS  # noqa: E402
 
-NBS = Path(__file__).resolve().parents[1] / "nbs"
 WAIT = 30_000  # ms: plotly and MathJax drawing a page on a busy two-core machine
-
-
-def notebook_pages() -> list[str]:
-    "The page of every notebook the site is built from (folders and files starting with _ or . are not notebooks of the site)."
-    from memcurv.docsite import page_name
-    nbs = [p.relative_to(NBS) for p in NBS.rglob("*.ipynb")]
-    return sorted(page_name(p) + ".html" for p in nbs if not any(part.startswith(("_", ".")) for part in p.parts))
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -36,9 +29,10 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def pages() -> list[str]:
-    "The notebooks' pages, listed as the site is built."
-    return notebook_pages()
+def pages(site_notebooks) -> list[str]:
+    "The page of every notebook the site is built from."
+    from memcurv.docsite import page_name
+    return sorted(page_name(p.relative_to(NBS)) + ".html" for p in site_notebooks)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import yaml
-
-NBS = Path(__file__).resolve().parents[1] / "nbs"
-
-
-def notebooks() -> list[Path]:
-    return sorted(p for p in NBS.rglob("*.ipynb") if not any(part.startswith(("_", ".")) for part in p.relative_to(NBS).parts))
+from conftest import NBS
 
 
 def _sidebar_entries(contents) -> list[str]:
@@ -23,12 +18,12 @@ def _sidebar_entries(contents) -> list[str]:
     return out
 
 
-def test_quarto_config_and_sidebar_are_valid():
+def test_quarto_config_and_sidebar_are_valid(site_notebooks):
     quarto = yaml.safe_load((NBS / "_quarto.yml").read_text())
     assert quarto["project"]["type"] == "website" and "sidebar.yml" in quarto["metadata-files"]
     assert all((NBS / f).exists() for f in quarto["metadata-files"])
     sidebar = yaml.safe_load((NBS / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
-    assert sorted(_sidebar_entries(sidebar)) == sorted(p.relative_to(NBS).as_posix() for p in notebooks()), \
+    assert sorted(_sidebar_entries(sidebar)) == sorted(p.relative_to(NBS).as_posix() for p in site_notebooks), \
         "nbs/sidebar.yml is stale: run `nbdev_sidebar` (or `memcurv docs`, which refreshes it) and commit it"
 
 
@@ -47,9 +42,9 @@ def _process(path: str) -> str:
     return ""
 
 
-def test_nbdev_processors_run_on_every_notebook():
+def test_nbdev_processors_run_on_every_notebook(site_notebooks):
     # nbdev executes every cell that imports something (plus exported and show_doc cells) apart from the rest of the notebook,
     # so a cell mixing imports with code that needs earlier cells breaks `nbdev_docs`: keep imports in cells of their own.
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as ex:
-        errors = [e for e in ex.map(_process, map(str, notebooks())) if e]
+        errors = [e for e in ex.map(_process, map(str, site_notebooks)) if e]
     assert not errors, "\n\n".join(errors)

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -14,6 +14,10 @@ from .core import MemcurvError
 __all__ = ['build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #0e45b09a
+def _estimator_options(args) -> dict:
+    "The options of the chosen estimator (probing's colouring), so that the others are not passed what they do not take."
+    return dict(distance=args.distance, split_channels=args.split_channels) if args.estimator == "probing" else {}
+
 def _maps(args):
     from memcurv.maps import curvature_maps, save_maps
     from memcurv.pipeline import load_model
@@ -25,8 +29,8 @@ def _maps(args):
     if not prompts: raise MemcurvError("no prompts: pass --prompt (repeat for several) or --ground-truth with Webster's captions.")
     model, ckpt = load_model(args.pipeline, checkpoint=args.checkpoint, dtype=args.dtype, device=args.device)
     ds = curvature_maps(model, prompts, seeds=seeds, checkpoint=ckpt, checkpoint_text=args.checkpoint_text, steps=args.steps, guidance=args.guidance,
-                        capture_steps=args.capture_steps, timesteps=args.timesteps, estimator=args.estimator,
-                        n_probes=args.n_probes, seed=args.probe_seed, batch_size=args.batch_size)
+                        capture_steps=args.capture_steps, timesteps=args.timesteps, sampler=args.sampler, estimator=args.estimator,
+                        n_probes=args.n_probes, seed=args.probe_seed, **_estimator_options(args))
     if args.peers:
         from memcurv.peers import peer_methods
         ds = ds.merge(peer_methods(model, ds, batch_size=args.batch_size))
@@ -97,10 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--guidance", type=float, default=7.5)
     m.add_argument("--capture-steps", type=int, nargs="+", default=[-1], help="DDIM step indices to measure at (default: the last)")
     m.add_argument("--timesteps", type=int, nargs="+", help="scheduler timesteps to measure at, instead of --capture-steps")
-    m.add_argument("--estimator", default="hutchinson", help="exact, hutchinson or fd")
+    m.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"], help="ddim (the reference) or dpm++ (DPM-Solver++, fewer steps)")
+    m.add_argument("--estimator", default="hutchinson", choices=["exact", "hutchinson", "probing", "diagpp", "fd"],
+                   help="hutchinson (the reference), probing (coloured probes), diagpp (low rank + Hutchinson), exact or fd (one product per coordinate)")
+    m.add_argument("--distance", type=int, default=4, help="probing: coordinates this many pixels apart share a colour")
+    m.add_argument("--split-channels", action="store_true", help="probing: give each channel its own colours")
     m.add_argument("--n-probes", type=int, default=16)
     m.add_argument("--probe-seed", type=int, default=0)
-    m.add_argument("--batch-size", type=int, default=4)
+    m.add_argument("--batch-size", type=int, default=4, help="generations per batch of the peer methods (maps are computed one generation at a time)")
     m.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16")
     m.add_argument("--device", default="cpu")
     m.add_argument("--out", default="maps.nc", help="output .nc or .zarr")

@@ -5,17 +5,20 @@
 # %% ../nbs/02_curvature.ipynb #e9edf46e
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
 import torch
 from torch.func import jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from einops import rearrange
 from tqdm.auto import tqdm
 from .core import MemcurvError, check_finite
 
 # %% auto #0
-__all__ = ['JVP_MODES', 'ESTIMATORS', 'eps_stack', 'probe_products', 'coordinate_curvature', 'eps_difference']
+__all__ = ['JVP_MODES', 'ESTIMATORS', 'eps_stack', 'count_products', 'jacobian_products', 'probe_products', 'probe_generators',
+           'colouring', 'coordinate_curvature', 'eps_difference']
 
 # %% ../nbs/02_curvature.ipynb #0931c4da
 JVP_MODES = ("forward", "reverse", "fd")
@@ -38,49 +41,124 @@ def _pulled_back(eps_fn, x: torch.Tensor, tangents: torch.Tensor) -> torch.Tenso
     pulled = vmap(lambda v: pull(v)[0])(tangents)
     return pulled.reshape(-1, n, *x.shape) if n else pulled
 
-def probe_products(eps_fn, x: torch.Tensor, tangents: torch.Tensor, mode: str = "reverse", h: float = 1e-3) -> torch.Tensor:
-    "v * (J v) for each tangent v in `tangents` (k, *x.shape); J v by reverse AD (v * J^T v), forward AD or central differences."
+class count_products:
+    "Context manager counting the Jacobian products taken inside it: `with count_products() as n: ...; n.products`."
+    _active: list = []
+    def __init__(self): self.products = 0
+    def __enter__(self): count_products._active.append(self); return self
+    def __exit__(self, *exc): count_products._active.remove(self)
+
+def jacobian_products(eps_fn, x: torch.Tensor, tangents: torch.Tensor, mode: str = "reverse", h: float = 1e-3) -> torch.Tensor:
+    "J v (forward AD or central differences) or J^T v (reverse AD) for each tangent v in `tangents` (k, *x.shape): every Jacobian product memcurv takes."
     if mode not in JVP_MODES: raise MemcurvError(f"unknown JVP mode {mode!r}: use one of {JVP_MODES}.")
+    for counter in count_products._active: counter.products += len(tangents)
     with warnings.catch_warnings():
         # torch warns that vmap loops over fused attention; measured on MemLab, that still beats the math kernel
         warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching")
         if mode == "forward":
             # Fused attention kernels have no forward-mode derivative; the math kernel does.
-            with sdpa_kernel(SDPBackend.MATH): Jv = vmap(lambda v: jvp(eps_fn, (x,), (v,))[1])(tangents)
-        elif mode == "reverse": Jv = _pulled_back(eps_fn, x, tangents)
-        else: Jv = vmap(lambda v: (eps_fn(x + h * v) - eps_fn(x - h * v)) / (2 * h))(tangents)
+            with sdpa_kernel(SDPBackend.MATH): return vmap(lambda v: jvp(eps_fn, (x,), (v,))[1])(tangents)
+        if mode == "reverse": return _pulled_back(eps_fn, x, tangents)
+        return vmap(lambda v: (eps_fn(x + h * v) - eps_fn(x - h * v)) / (2 * h))(tangents)
+
+def probe_products(eps_fn, x: torch.Tensor, tangents: torch.Tensor, mode: str = "reverse", h: float = 1e-3) -> torch.Tensor:
+    "v * (J v) for each tangent v in `tangents` (k, *x.shape); J v by reverse AD (v * J^T v), forward AD or central differences."
+    Jv = jacobian_products(eps_fn, x, tangents, mode, h)
     extra = Jv.ndim - tangents.ndim
     return tangents.reshape(tangents.shape[:1] + (1,) * extra + tangents.shape[1:]) * Jv
 
 # %% ../nbs/02_curvature.ipynb #0ea2d129
-ESTIMATORS = ("exact", "hutchinson", "fd")
+ESTIMATORS = ("exact", "hutchinson", "probing", "diagpp", "fd")
 
-def _onehot_chunks(x, chunk_size):
-    "One-hot tangents over the coordinates of one sample, replicated across the batch, in chunks."
+def probe_generators(x: torch.Tensor, seed) -> list[torch.Generator]:
+    "One generator per sample of `x`: an int seeds every sample's stream alike, a sequence (one per sample) gives each its own, None fresh entropy."
+    seeds = list(seed) if hasattr(seed, "__len__") else [seed] * x.shape[0]
+    if len(seeds) != x.shape[0]: raise MemcurvError(f"{len(seeds)} probe seeds for {x.shape[0]} samples: pass one seed, or one per sample.")
+    gens = [torch.Generator(device="cpu") for _ in seeds]
+    for g, s in zip(gens, seeds):
+        if s is None: g.seed()
+        else: g.manual_seed(int(s))
+    return gens
+
+def _signs(x, k, gens) -> torch.Tensor:
+    "(k, *x.shape) Rademacher signs, sample i's from its own generator: a sample's probes never depend on the rest of the batch."
+    return torch.stack([torch.randint(0, 2, (k, *x.shape[1:]), generator=g) for g in gens], 1).to(dtype=x.dtype, device=x.device) * 2 - 1
+
+def colouring(shape, distance: int = 4, split_channels: bool = False) -> torch.Tensor:
+    "Colour of each coordinate of a latent `shape` (C, H, W): equal colours are `distance` or more pixels apart in y or x (and, with `split_channels`, in one channel)."
+    C, H, W = shape
+    if not 1 <= distance <= min(H, W):
+        raise MemcurvError(f"a colouring with distance {distance} does not fit a {H}x{W} latent: use a distance between 1 and {min(H, W)}.")
+    pixel = (torch.arange(H)[:, None] % distance) * distance + torch.arange(W)[None] % distance
+    return pixel.expand(C, H, W) + (distance**2 * torch.arange(C)[:, None, None] if split_channels else 0)
+
+def _onehot_tangents(x, chunk_size):
+    "One-hot tangents over the coordinates of one sample, replicated across the batch, in chunks; one replicate."
     D = math.prod(x.shape[1:])
     for start in range(0, D, chunk_size):
         idx = torch.arange(start, min(start + chunk_size, D))
         V = torch.zeros(len(idx), D, dtype=x.dtype, device=x.device)
         V[torch.arange(len(idx)), idx] = 1
-        yield V[:, None].expand(len(idx), x.shape[0], D).reshape(len(idx), *x.shape)
+        yield V[:, None].expand(len(idx), x.shape[0], D).reshape(len(idx), *x.shape), torch.zeros(len(idx), dtype=torch.long)
 
-def _rademacher_chunks(x, n_probes, chunk_size, seed):
-    g = torch.Generator(device="cpu")
-    if seed is None: g.seed()
-    else: g.manual_seed(int(seed))
+def _rademacher_tangents(x, n_probes, chunk_size, gens):
+    "Hutchinson: each Rademacher probe is a replicate of its own."
+    V = _signs(x, n_probes, gens)
     for start in range(0, n_probes, chunk_size):
-        k = min(chunk_size, n_probes - start)
-        V = torch.randint(0, 2, (k, *x.shape), generator=g).to(dtype=x.dtype, device=x.device) * 2 - 1
-        yield V
+        yield V[start:start + chunk_size], torch.arange(start, min(start + chunk_size, n_probes))
+
+def _coloured_tangents(x, colours, reps, chunk_size, gens):
+    "Probing: per replicate, random signs restricted to each colour in turn; a replicate's products sum to one estimate of every coordinate."
+    L = int(colours.max()) + 1
+    masks = torch.stack([colours == c for c in range(L)]).to(dtype=x.dtype, device=x.device)   # (L, C, H, W)
+    signs = _signs(x, reps, gens)
+    pairs = [(r, c) for r in range(reps) for c in range(L)]
+    for start in range(0, len(pairs), chunk_size):
+        r, c = map(list, zip(*pairs[start:start + chunk_size]))
+        yield signs[r] * masks[c][:, None], torch.tensor(r)
 
 # %% ../nbs/02_curvature.ipynb #de28f98d
+def _diagpp(eps_fn, x, n_probes, gens) -> tuple[torch.Tensor, torch.Tensor]:
+    "Diag++ on one output: diag(Q Q^T J) exactly on a sketched range Q, Hutchinson on the rest. (exact part, residual replicates)."
+    m = n_probes // 3; r = n_probes - 2 * m
+    Y = jacobian_products(eps_fn, x, _signs(x, m, gens), "forward")                  # J Omega: the sketch
+    Q = torch.linalg.qr(rearrange(Y, "m b c h w -> b (c h w) m")).Q                   # an orthonormal basis per sample
+    Qt = rearrange(Q, "b (c h w) m -> m b c h w", c=x.shape[1], h=x.shape[2])
+    low = (Qt * jacobian_products(eps_fn, x, Qt, "reverse")).sum(0)                   # diag(Q Q^T J)_j = sum_r Q_jr (J^T Q)_jr
+    W = _signs(x, r, gens)
+    JW = rearrange(jacobian_products(eps_fn, x, W, "forward"), "k b c h w -> b (c h w) k")
+    rest = rearrange(JW - Q @ (Q.transpose(1, 2) @ JW), "b (c h w) k -> k b c h w", c=x.shape[1], h=x.shape[2])
+    return low, W * rest
+
+def _outputs(eps_fn, n_out, contrasts):
+    "One function per output of a stacked `eps_fn`, then one per contrast: for estimators that cannot share probes."
+    fns = list(eps_fn.fns) if isinstance(eps_fn, eps_stack) else [lambda z, o=o: eps_fn(z)[o] for o in range(n_out)]
+    return fns + [(lambda z, i=i, j=j: fns[i](z) - fns[j](z)) for i, j in contrasts]
+
+def _check_budget(estimator, n_probes, x, distance, split_channels):
+    "The number of replicates an estimator makes of `n_probes` products, or an error saying why the budget does not fit."
+    if estimator == "hutchinson":
+        if n_probes < 2: raise MemcurvError(f"hutchinson needs n_probes >= 2 for a standard error, got {n_probes}.")
+        return n_probes
+    if estimator == "diagpp":
+        if n_probes < 4: raise MemcurvError(f"diagpp needs n_probes >= 4 (a sketch, its projection and 2 residual probes), got {n_probes}.")
+        return n_probes - 2 * (n_probes // 3)
+    L = int(colouring(x.shape[1:], distance, split_channels).max()) + 1
+    if n_probes < L or n_probes % L:
+        raise MemcurvError(f"probing with distance={distance}{' and split channels' if split_channels else ''} has {L} colours, so it needs "
+                           f"n_probes a multiple of {L} (one product per colour per replicate), got {n_probes}: change n_probes or distance.")
+    return n_probes // L
+
 def coordinate_curvature(eps_fn, x: torch.Tensor, sigma: float, *, estimator: str = "hutchinson", n_probes: int = 16,
-                         seed: int | None = None, mode: str = "reverse", chunk_size: int = 32, h: float | None = None,
-                         contrasts=(), progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                         seed=None, mode: str = "reverse", chunk_size: int = 32, h: float | None = None,
+                         contrasts=(), distance: int = 4, split_channels: bool = False,
+                         progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     "Estimate diag(-H) = diag(d eps / d x) / sigma at `x` and its per-coordinate standard error."
     if estimator not in ESTIMATORS: raise MemcurvError(f"unknown estimator {estimator!r}: use one of {ESTIMATORS}.")
     if mode not in JVP_MODES: raise MemcurvError(f"unknown JVP mode {mode!r}: use one of {JVP_MODES}.")
     if not sigma > 0: raise MemcurvError(f"sigma must be positive (the noise level of x_t), got {sigma}.")
+    if estimator == "diagpp" and mode == "fd": raise MemcurvError("diagpp needs J^T products, which finite differences cannot take: use mode='reverse'.")
+    reps = _check_budget(estimator, n_probes, x, distance, split_channels) if estimator in ("hutchinson", "probing", "diagpp") else 1
     check_finite(x, "latents")
     with torch.no_grad(): out = eps_fn(x)
     if tuple(out.shape[-x.ndim:]) != tuple(x.shape) or out.ndim > x.ndim + 1:
@@ -92,27 +170,36 @@ def coordinate_curvature(eps_fn, x: torch.Tensor, sigma: float, *, estimator: st
     contrasts = [(int(i), int(j)) for i, j in contrasts]
     if any(not (0 <= i < len(out) and 0 <= j < len(out)) for i, j in contrasts):
         raise MemcurvError(f"contrasts {contrasts} index outputs outside the stack of {len(out)}.")
+    gens = probe_generators(x, seed)
+    if estimator == "diagpp":
+        if out.ndim == x.ndim: low, P = _diagpp(eps_fn, x, n_probes, gens)
+        else:   # each output (and contrast) has its own low-rank part, so each gets its own n_probes products
+            parts = [_diagpp(f, x, n_probes, [torch.Generator().manual_seed(int(g.initial_seed())) for g in gens])
+                     for f in _outputs(eps_fn, len(out), contrasts)]
+            low, P = torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts], 1)
+        check_finite(P, "the curvature estimate", "The model is not differentiable here, or overflows: try float32.")
+        return (low + P.mean(0)) / sigma, (P.var(0) / reps).sqrt() / sigma
     # Central differences err by O(h^2) in truncation and O(eps/h) in rounding: h ~ eps^(1/3) balances the two.
     h = torch.finfo(x.dtype).eps ** (1 / 3) if h is None else h
-    if estimator == "hutchinson":
-        if n_probes < 2: raise MemcurvError(f"hutchinson needs n_probes >= 2 for a standard error, got {n_probes}.")
-        chunks, n_chunks = _rademacher_chunks(x, n_probes, chunk_size, seed), math.ceil(n_probes / chunk_size)
+    if estimator == "hutchinson": chunks, n_tangents = _rademacher_tangents(x, n_probes, chunk_size, gens), n_probes
+    elif estimator == "probing":
+        colours = colouring(x.shape[1:], distance, split_channels)
+        chunks, n_tangents = _coloured_tangents(x, colours, reps, chunk_size, gens), n_probes
     else:
         mode = "fd" if estimator == "fd" else mode
-        D = math.prod(x.shape[1:])
-        chunks, n_chunks = _onehot_chunks(x, chunk_size), math.ceil(D / chunk_size)
-    total = torch.zeros((len(out) + len(contrasts), *out.shape[1:]) if contrasts else out.shape, dtype=x.dtype, device=x.device)
-    total_sq = torch.zeros_like(total)
-    for V in tqdm(chunks, total=n_chunks, desc=f"curvature ({estimator})", disable=not progress, leave=False):
+        chunks, n_tangents = _onehot_tangents(x, chunk_size), math.prod(x.shape[1:])
+    # One running estimate per replicate: a replicate is one probe (Hutchinson), one sweep over the colours (probing), or all (exact).
+    total = torch.zeros((reps, len(out) + len(contrasts), *out.shape[1:]) if contrasts else (reps, *out.shape), dtype=x.dtype, device=x.device)
+    for V, rep in tqdm(chunks, total=math.ceil(n_tangents / chunk_size), desc=f"curvature ({estimator})", disable=not progress, leave=False):
         P = probe_products(eps_fn, x, V, mode, h).to(x.dtype)
         # Products are linear in the output, so a contrast's products are differences of the branches' products.
         if contrasts: P = torch.cat([P] + [(P[:, i] - P[:, j])[:, None] for i, j in contrasts], 1)
-        total += P.sum(0); total_sq += (P**2).sum(0)
+        total.index_add_(0, rep.to(total.device), P)
     check_finite(total, "the curvature estimate", "The model is not differentiable here, or overflows: try float32 or estimator='fd'.")
-    if estimator != "hutchinson": return total / sigma, torch.zeros_like(total)
-    mean = total / n_probes
-    var = (total_sq - n_probes * mean**2).clamp_min(0) / (n_probes - 1)
-    return mean / sigma, (var / n_probes).sqrt() / sigma
+    if estimator in ("exact", "fd"): return total[0] / sigma, torch.zeros_like(total[0])
+    # One sweep of probing has no spread to measure: its standard error is unknown (NaN), not zero.
+    se = (total.var(0) / reps).sqrt() if reps > 1 else torch.full_like(total[0], float("nan"))
+    return total.mean(0) / sigma, se / sigma
 
 # %% ../nbs/02_curvature.ipynb #505820b1
 def eps_difference(eps_a, eps_b):

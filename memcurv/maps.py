@@ -5,6 +5,7 @@
 # %% ../nbs/06_maps.ipynb #f7678ef9
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,10 +22,11 @@ import memcurv
 from .core import DiffusionModel, MemcurvError, posterior_variance
 from .curvature import coordinate_curvature, eps_stack
 from .pipeline import DiffusersModel, check_baseline
-from .sampling import Samples, sample
+from .sampling import Samples, prompt_seed_pairs, sample
 
 # %% auto #0
-__all__ = ['BASELINES', 'CHECKPOINT_TEXT', 'measure', 'to_dataset', 'curvature_maps', 'save_maps', 'open_maps']
+__all__ = ['BASELINES', 'CHECKPOINT_TEXT', 'TRAJECTORY_WINDOWS', 'probe_seed_for', 'measure', 'to_dataset', 'curvature_maps',
+           'save_maps', 'open_maps']
 
 # %% ../nbs/06_maps.ipynb #78a4cda5
 BASELINES = ("uncond", "checkpoint")
@@ -55,37 +57,41 @@ def _check_request(model, checkpoint, baselines, checkpoint_text: str = "main"):
     return checkpoint
 
 # %% ../nbs/06_maps.ipynb #23d088d9
+def probe_seed_for(probe_seed: int, prompt: str, seed: int) -> int:
+    "The probe stream of one generation, derived from (probe seed, prompt, seed) alone: the same in any batch, position or worker."
+    digest = hashlib.sha256(json.dumps([int(probe_seed), prompt, int(seed)]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
 def measure(model: DiffusionModel, samples: Samples, checkpoint: DiffusionModel | None = None, baselines=("uncond",),
-            estimator: str = "hutchinson", n_probes: int = 16, seed: int = 0, batch_size: int = 4, progress: bool = True,
+            estimator: str = "hutchinson", n_probes: int = 16, seed: int = 0, progress: bool = True,
             checkpoint_text: str = "main", **estimator_options) -> dict:
     "Curvature of each branch, differences and score differences at every captured latent of `samples`, as numpy arrays, and their cost."
     branches = ["cond", *baselines]
     seconds = {"curvature": 0.0, "score": 0.0}
-    N, T = samples.latents.shape[:2]
     out = {k: [] for k in ("curvature", "curvature_stderr", "curvature_diff", "curvature_diff_stderr", "score_diff")}
-    bar = tqdm(total=N * T, desc=f"curvature ({estimator}, {' / '.join(branches)})", disable=not progress)
-    for start in range(0, N, batch_size):
-        sl = slice(start, start + batch_size)
-        per_t = {k: [] for k in out}
-        conds = _branch_conditions(model, checkpoint, baselines, samples.prompts[sl], checkpoint_text)
-        for ti, t in enumerate(samples.timesteps):
-            x, sigma = samples.latents[sl, ti], model.schedule.sigma(t)
-            fns = {b: m.eps_fn(t, c) for b, (m, c) in conds.items()}
-            t0 = time.perf_counter()
-            est, se = coordinate_curvature(eps_stack(*[fns[b] for b in branches]), x, sigma, estimator=estimator,
-                                           n_probes=n_probes, seed=seed, contrasts=[(0, j) for j in range(1, len(branches))],
-                                           **estimator_options)
-            t1 = time.perf_counter()
-            with torch.no_grad(): eps = {b: f(x) for b, f in fns.items()}
-            seconds["curvature"] += t1 - t0; seconds["score"] += time.perf_counter() - t1
-            nb = len(branches)
-            per_t["curvature"].append(est[:nb]); per_t["curvature_stderr"].append(se[:nb])
-            per_t["curvature_diff"].append(est[nb:]); per_t["curvature_diff_stderr"].append(se[nb:])
-            per_t["score_diff"].append(torch.stack([((eps["cond"] - eps[b]) / sigma) ** 2 for b in baselines]))
-            bar.update(x.shape[0])
-        for k, v in per_t.items(): out[k].append(torch.stack(v, 2))   # (branch, sample, timestep, C, H, W)
-    bar.close()
-    return {k: torch.cat(v, 1).transpose(0, 1).float().cpu().numpy() for k, v in out.items()} | {"seconds": seconds}
+    nb = len(branches)
+    with tqdm(total=samples.latents.shape[0] * len(samples.timesteps), desc=f"curvature ({estimator}, {' / '.join(branches)})",
+              disable=not progress) as bar:
+        # One sample at a time, with its own probe stream: its map is the same, to the bit, in any batch.
+        for n, (prompt, gen_seed) in enumerate(zip(samples.prompts, samples.seeds)):
+            conds = _branch_conditions(model, checkpoint, baselines, [prompt], checkpoint_text)
+            per_t = {k: [] for k in out}
+            for ti, t in enumerate(samples.timesteps):
+                x, sigma = samples.latents[n:n + 1, ti], model.schedule.sigma(t)
+                fns = {b: m.eps_fn(t, c) for b, (m, c) in conds.items()}
+                t0 = time.perf_counter()
+                est, se = coordinate_curvature(eps_stack(*[fns[b] for b in branches]), x, sigma, estimator=estimator, n_probes=n_probes,
+                                               seed=[probe_seed_for(seed, prompt, gen_seed)], contrasts=[(0, j) for j in range(1, nb)],
+                                               **estimator_options)
+                t1 = time.perf_counter()
+                with torch.no_grad(): eps = {b: f(x) for b, f in fns.items()}
+                seconds["curvature"] += t1 - t0; seconds["score"] += time.perf_counter() - t1
+                per_t["curvature"].append(est[:nb, 0]); per_t["curvature_stderr"].append(se[:nb, 0])
+                per_t["curvature_diff"].append(est[nb:, 0]); per_t["curvature_diff_stderr"].append(se[nb:, 0])
+                per_t["score_diff"].append(torch.stack([((eps["cond"] - eps[b])[0] / sigma) ** 2 for b in baselines]))
+                bar.update(1)
+            for k, v in per_t.items(): out[k].append(torch.stack(v, 1))   # (branch, timestep, C, H, W)
+    return {k: torch.stack(v).float().cpu().numpy() for k, v in out.items()} | {"seconds": seconds}
 
 # %% ../nbs/06_maps.ipynb #49309ae1
 def _attrs(model, checkpoint, samples, estimator, n_probes, seed, options, checkpoint_text) -> dict:
@@ -94,7 +100,7 @@ def _attrs(model, checkpoint, samples, estimator, n_probes, seed, options, check
                 model=model.source, checkpoint=checkpoint.source if checkpoint is not None else "",
                 checkpoint_text=checkpoint_text if checkpoint is not None else "",
                 scheduler=json.dumps(model.schedule.config, default=str), prediction_type=model.schedule.prediction_type,
-                steps=samples.steps, guidance=samples.guidance, estimator=estimator, n_probes=n_probes, probe_seed=seed,
+                steps=samples.steps, guidance=samples.guidance, sampler=samples.sampler, estimator=estimator, n_probes=n_probes, probe_seed=seed,
                 estimator_options=json.dumps(options, default=str), dtype=str(model.dtype).replace("torch.", ""))
 
 def to_dataset(samples: Samples, measured: dict, branches, baselines, schedule, attrs: dict) -> xr.Dataset:
@@ -125,23 +131,37 @@ def to_dataset(samples: Samples, measured: dict, branches, baselines, schedule, 
     return ds
 
 # %% ../nbs/06_maps.ipynb #52155290
+TRAJECTORY_WINDOWS = (1, 5, 10)
+
+def _trajectory_recorder(model, n_samples: int, steps: int):
+    "An `on_step` callback keeping ((eps_c - eps_u) / sigma_t)^2, channel-summed, at every step of every sample, and its windowed means."
+    per_step = [[] for _ in range(n_samples)]
+    def record(n, i, t, x, e_u, e_c): per_step[n].append((((e_c - e_u)[0] / model.schedule.sigma(t)) ** 2).sum(0).float().cpu())
+    def maps() -> dict:
+        # CFG evaluates both branches at every step anyway: these maps cost no extra network pass.
+        return {f"ds_uncond_last{k}": (("sample", "y", "x"), torch.stack([torch.stack(s[-k:]).mean(0) for s in per_step]).numpy())
+                for k in TRAJECTORY_WINDOWS if k <= steps}
+    return record, maps
+
 def curvature_maps(model: DiffusionModel, prompts, seeds=(0,), *, checkpoint=None, baselines=None, checkpoint_text: str = "main", steps: int = 50,
-                   guidance: float = 7.5, capture_steps=(-1,), timesteps=None, estimator: str = "hutchinson",
-                   n_probes: int = 16, seed: int = 0, batch_size: int = 4, progress: bool = True, **estimator_options) -> xr.Dataset:
+                   guidance: float = 7.5, capture_steps=(-1,), timesteps=None, sampler: str = "ddim", estimator: str = "hutchinson",
+                   n_probes: int = 16, seed: int = 0, progress: bool = True, **estimator_options) -> xr.Dataset:
     "Sample prompts × seeds, capture x_t, and measure curvature, posterior variance and the difference maps as one Dataset."
     baselines = tuple(baselines) if baselines is not None else ("uncond",) + (("checkpoint",) if checkpoint is not None else ())
     checkpoint = _check_request(model, checkpoint, baselines, checkpoint_text)
     start = time.perf_counter()
+    n_samples = len(prompt_seed_pairs(prompts, seeds)[0])
+    record, trajectory_maps = _trajectory_recorder(model, n_samples, steps)
     samples = sample(model, prompts, seeds, steps=steps, guidance=guidance, capture_steps=capture_steps,
-                     timesteps=timesteps, batch_size=batch_size, progress=progress)
+                     timesteps=timesteps, progress=progress, on_step=record, sampler=sampler)
     sampled = time.perf_counter()
     measured = measure(model, samples, checkpoint, baselines, estimator=estimator, n_probes=n_probes, seed=seed,
-                       batch_size=batch_size, progress=progress, checkpoint_text=checkpoint_text, **estimator_options)
+                       progress=progress, checkpoint_text=checkpoint_text, **estimator_options)
     attrs = _attrs(model, checkpoint, samples, estimator, n_probes, seed, estimator_options, checkpoint_text)
     # What each kind of map cost: every map needs the generations; the proxies add forward passes, the curvatures the probes.
     attrs.update(seconds=time.perf_counter() - start, seconds_sampling=sampled - start,
                  seconds_curvature=measured["seconds"]["curvature"], seconds_score=measured["seconds"]["score"])
-    return to_dataset(samples, measured, ["cond", *baselines], baselines, model.schedule, attrs)
+    return to_dataset(samples, measured, ["cond", *baselines], baselines, model.schedule, attrs).assign(trajectory_maps())
 
 # %% ../nbs/06_maps.ipynb #73660fd1
 def save_maps(ds: xr.Dataset, path) -> Path:

@@ -45,7 +45,7 @@ def wen_norm(model: DiffusionModel, prompts, seeds=range(4), steps: int = 50, gu
     total = np.zeros(len(all_prompts))
     def record(first, i, t, x, e_u, e_c):
         if i < n: total[first:first + len(x)] += (e_c - e_u).flatten(1).norm(dim=1).double().cpu().numpy()
-    sample(model, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size, progress=progress, on_step=record)
+    sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=progress, on_step=record)
     return per_sample(total / n, all_prompts, all_seeds, "wen_norm")
 
 # %% ../nbs/09_peers.ipynb #d792bbfa
@@ -101,7 +101,7 @@ def _released_significance(model, prompts, seeds, steps, guidance, target_steps,
             x = initial_noise(model, all_seeds[start:start + batch_size])
             with torch.no_grad(): e_u = model.eps(x, t, uncond.expand(len(x), *uncond.shape[1:]))
             gradients(start, 0, t, x, e_u)
-    else: sample(model, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size, progress=False, on_step=gradients)
+    else: sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=False, on_step=gradients)
     n_gen = {p: all_prompts.count(p) for p in conds}
     per_prompt = {p: np.mean([(acc[p, i][0] / np.sqrt(acc[p, i][1])).norm(dim=-1).numpy() for i in target_steps], 0) / (2 * n_gen[p])
                   for p in conds}
@@ -223,7 +223,7 @@ def bright_ending(model, prompts, seeds=range(4), steps: int = 50, guidance: flo
         scores[first:first + n] = per_step.mean(0).numpy()
         maps[first:first + n] = list(m.numpy()); squares.clear()
     model.unet.set_attn_processor({**original, **recorders})
-    try: sample(model, prompts, seeds, steps=steps, guidance=guidance, batch_size=batch_size, progress=False, on_step=record)
+    try: sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=False, on_step=record)
     finally: model.unet.set_attn_processor(original)
     return xr.DataArray(np.stack(maps), dims=("sample", "y", "x"), name="bright_ending",
                         coords={**_sample_coords(all_prompts, all_seeds), "score": ("sample", scores)})

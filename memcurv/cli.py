@@ -15,8 +15,8 @@ __all__ = ['build_parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #0e45b09a
 def _estimator_options(args) -> dict:
-    "The options of the chosen estimator (probing's colouring), so that the others are not passed what they do not take."
-    return dict(distance=args.distance, split_channels=args.split_channels) if args.estimator == "probing" else {}
+    "Probing's colouring, when given: an estimator is passed only the options asked for."
+    return {k: v for k, v in dict(distance=args.distance, split_channels=args.split_channels or None).items() if v is not None}
 
 def _maps(args):
     from memcurv.maps import curvature_maps, save_maps
@@ -28,7 +28,7 @@ def _maps(args):
         prompts = prompts or list(seeds)
     if not prompts: raise MemcurvError("no prompts: pass --prompt (repeat for several) or --ground-truth with Webster's captions.")
     model, ckpt = load_model(args.pipeline, checkpoint=args.checkpoint, dtype=args.dtype, device=args.device)
-    ds = curvature_maps(model, prompts, seeds=seeds, checkpoint=ckpt, checkpoint_text=args.checkpoint_text, steps=args.steps, guidance=args.guidance,
+    ds = curvature_maps(model, prompts, seeds=seeds, procedure=args.procedure, checkpoint=ckpt, checkpoint_text=args.checkpoint_text, steps=args.steps, guidance=args.guidance,
                         capture_steps=args.capture_steps, timesteps=args.timesteps, sampler=args.sampler, estimator=args.estimator,
                         n_probes=args.n_probes, seed=args.probe_seed, **_estimator_options(args))
     if args.peers:
@@ -40,7 +40,7 @@ def _demo(args):
     import time
     from memcurv.demo import run_demo
     start = time.time()
-    ds, metrics = run_demo(args.out, n_seeds=args.seeds, first_seed=args.first_seed, steps=args.steps, estimator=args.estimator, n_probes=args.n_probes,
+    ds, metrics = run_demo(args.out, n_seeds=args.seeds, first_seed=args.first_seed, procedure=args.procedure, steps=args.steps, estimator=args.estimator, n_probes=args.n_probes,
                            peers=args.peers)
     table = metrics.pivot(index="method", columns="subset", values="iou").join(
         metrics.drop_duplicates("method").set_index("method")[["constraint_to_rest", "memorized_to_rest", "constraint_to_memorized"]])
@@ -97,16 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--checkpoint", help="folder of a less-trained checkpoint of the same model (adds the checkpoint baseline)")
     m.add_argument("--checkpoint-text", default="main", choices=["main", "own"],
                    help="text encoder conditioning the checkpoint: the main model's (the reference's) or the checkpoint's own")
-    m.add_argument("--steps", type=int, default=50)
+    m.add_argument("--procedure", default="fast", choices=["fast", "reference"],
+                   help="fast (the default: the cheapest measured within 0.02 IoU of the reference) or reference (the paper's: DDIM 50, Hutchinson K=16); "
+                        "--steps, --sampler, --estimator, --n-probes override it")
+    m.add_argument("--steps", type=int, help="sampling steps (default: the procedure's)")
     m.add_argument("--guidance", type=float, default=7.5)
     m.add_argument("--capture-steps", type=int, nargs="+", default=[-1], help="DDIM step indices to measure at (default: the last)")
     m.add_argument("--timesteps", type=int, nargs="+", help="scheduler timesteps to measure at, instead of --capture-steps")
-    m.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"], help="ddim (the reference) or dpm++ (DPM-Solver++, fewer steps)")
-    m.add_argument("--estimator", default="hutchinson", choices=["exact", "hutchinson", "probing", "diagpp", "fd"],
+    m.add_argument("--sampler", choices=["ddim", "dpm++"], help="ddim (the reference's) or dpm++ (DPM-Solver++, fewer steps); default: the procedure's")
+    m.add_argument("--estimator", choices=["exact", "hutchinson", "probing", "diagpp", "fd"],
                    help="hutchinson (the reference), probing (coloured probes), diagpp (low rank + Hutchinson), exact or fd (one product per coordinate)")
-    m.add_argument("--distance", type=int, default=4, help="probing: coordinates this many pixels apart share a colour")
+    m.add_argument("--distance", type=int, help="probing: coordinates this many pixels apart share a colour (default: the procedure's, or 4)")
     m.add_argument("--split-channels", action="store_true", help="probing: give each channel its own colours")
-    m.add_argument("--n-probes", type=int, default=16)
+    m.add_argument("--n-probes", type=int, help="Jacobian products per branch (default: the procedure's)")
     m.add_argument("--probe-seed", type=int, default=0)
     m.add_argument("--batch-size", type=int, default=4, help="generations per batch of the peer methods (maps are computed one generation at a time)")
     m.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16")
@@ -118,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="demo-out", help="output folder")
     d.add_argument("--seeds", type=int, default=4, help="seeds per prompt")
     d.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (100 and up: seeds no shipped number was measured on)")
-    d.add_argument("--steps", type=int, default=50)
-    d.add_argument("--estimator", default="hutchinson")
-    d.add_argument("--n-probes", type=int, default=16)
+    d.add_argument("--procedure", default="fast", choices=["fast", "reference"], help="fast (the default) or reference (the paper's procedure)")
+    d.add_argument("--steps", type=int, help="sampling steps (default: the procedure's)")
+    d.add_argument("--estimator", choices=["exact", "hutchinson", "probing", "diagpp", "fd"], help="default: the procedure's")
+    d.add_argument("--n-probes", type=int, help="default: the procedure's")
     d.add_argument("--no-peers", dest="peers", action="store_false", help="skip the peer methods")
     d.set_defaults(run=_demo)
     t = sub.add_parser("train-memlab", help="rebuild the bundled MemLab models: two-phase training from scratch, resumable")

@@ -18,7 +18,7 @@ from .core import MemcurvError, check_finite
 
 # %% auto #0
 __all__ = ['JVP_MODES', 'ESTIMATORS', 'eps_stack', 'count_products', 'jacobian_products', 'probe_products', 'probe_generators',
-           'colouring', 'coordinate_curvature', 'eps_difference']
+           'colouring', 'check_budget', 'coordinate_curvature', 'eps_difference']
 
 # %% ../nbs/02_curvature.ipynb #0931c4da
 JVP_MODES = ("forward", "reverse", "fd")
@@ -135,15 +135,16 @@ def _outputs(eps_fn, n_out, contrasts):
     fns = list(eps_fn.fns) if isinstance(eps_fn, eps_stack) else [lambda z, o=o: eps_fn(z)[o] for o in range(n_out)]
     return fns + [(lambda z, i=i, j=j: fns[i](z) - fns[j](z)) for i, j in contrasts]
 
-def _check_budget(estimator, n_probes, x, distance, split_channels):
-    "The number of replicates an estimator makes of `n_probes` products, or an error saying why the budget does not fit."
+def check_budget(estimator: str, n_probes: int, shape, distance: int = 4, split_channels: bool = False) -> int:
+    "The number of replicates `estimator` makes of `n_probes` products on latents of `shape` (C, H, W), or an error saying why the budget does not fit."
+    if estimator in ("exact", "fd"): return 1
     if estimator == "hutchinson":
         if n_probes < 2: raise MemcurvError(f"hutchinson needs n_probes >= 2 for a standard error, got {n_probes}.")
         return n_probes
     if estimator == "diagpp":
         if n_probes < 4: raise MemcurvError(f"diagpp needs n_probes >= 4 (a sketch, its projection and 2 residual probes), got {n_probes}.")
         return n_probes - 2 * (n_probes // 3)
-    L = int(colouring(x.shape[1:], distance, split_channels).max()) + 1
+    L = int(colouring(shape, distance, split_channels).max()) + 1
     if n_probes < L or n_probes % L:
         raise MemcurvError(f"probing with distance={distance}{' and split channels' if split_channels else ''} has {L} colours, so it needs "
                            f"n_probes a multiple of {L} (one product per colour per replicate), got {n_probes}: change n_probes or distance.")
@@ -158,7 +159,7 @@ def coordinate_curvature(eps_fn, x: torch.Tensor, sigma: float, *, estimator: st
     if mode not in JVP_MODES: raise MemcurvError(f"unknown JVP mode {mode!r}: use one of {JVP_MODES}.")
     if not sigma > 0: raise MemcurvError(f"sigma must be positive (the noise level of x_t), got {sigma}.")
     if estimator == "diagpp" and mode == "fd": raise MemcurvError("diagpp needs J^T products, which finite differences cannot take: use mode='reverse'.")
-    reps = _check_budget(estimator, n_probes, x, distance, split_channels) if estimator in ("hutchinson", "probing", "diagpp") else 1
+    reps = check_budget(estimator, n_probes, x.shape[1:], distance, split_channels)
     check_finite(x, "latents")
     with torch.no_grad(): out = eps_fn(x)
     if tuple(out.shape[-x.ndim:]) != tuple(x.shape) or out.ndim > x.ndim + 1:

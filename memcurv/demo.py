@@ -68,15 +68,15 @@ def score_maps(ds: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows).merge(ratios, on="method")
 
 # %% ../nbs/12_demo.ipynb #06b42fd7
-def run_demo(out_dir="demo-out", n_seeds: int = 4, first_seed: int = 0, steps: int = 50, guidance: float = 4.0, estimator: str = "hutchinson",
-             n_probes: int = 16, generalizing=DEMO_GENERALIZING, peers: bool = True, progress: bool = True) -> tuple[xr.Dataset, pd.DataFrame]:
+def run_demo(out_dir="demo-out", n_seeds: int = 4, first_seed: int = 0, procedure: str = "fast", steps: int | None = None, guidance: float = 4.0,
+             estimator: str | None = None, n_probes: int | None = None, generalizing=DEMO_GENERALIZING, peers: bool = True, progress: bool = True) -> tuple[xr.Dataset, pd.DataFrame]:
     "Run MemLab end to end (with the peer methods on the same generations unless `peers=False`); write maps.nc, metrics.csv, report.html."
     start = time.time()
     lab, (model, early) = MemLab(), load_memlab()
     unknown = [p for p in generalizing if p not in lab.generalizing]
     if unknown: raise MemcurvError(f"{unknown} are not generalizing MemLab prompts; use some of {lab.generalizing}.")
     prompts = lab.templated + lab.verbatim + list(generalizing)
-    ds = curvature_maps(model, prompts, seeds=range(first_seed, first_seed + n_seeds), checkpoint=early, steps=steps, guidance=guidance,
+    ds = curvature_maps(model, prompts, seeds=range(first_seed, first_seed + n_seeds), checkpoint=early, procedure=procedure, steps=steps, guidance=guidance,
                         estimator=estimator, n_probes=n_probes, progress=progress)
     if peers: ds = ds.merge(peer_methods(model, ds, progress=progress))
     ds = with_truth(ds, memlab_truth(lab))
@@ -119,7 +119,8 @@ def write_report(ds: xr.Dataset, metrics: pd.DataFrame, path) -> Path:
     figs = [maps_figure(ds), metrics_figure(metrics)]
     body = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
     table = metrics.to_html(index=False, float_format=lambda v: f"{v:.3f}")
-    meta = f"model {ds.attrs['model']}, checkpoint {ds.attrs['checkpoint']}, estimator {ds.attrs['estimator']} (K={ds.attrs['n_probes']})"
+    meta = (f"model {ds.attrs['model']}, checkpoint {ds.attrs['checkpoint']}, procedure {ds.attrs['procedure']}: {ds.attrs['sampler']} "
+            f"{ds.attrs['steps']} steps, estimator {ds.attrs['estimator']} (K={ds.attrs['n_probes']})")
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>memcurv demo</title></head><body>"
             f"<h1>memcurv demo: MemLab</h1><p>{meta}</p>{''.join(body)}<h2>Metrics</h2>{table}</body></html>")
     Path(path).write_text(html, encoding="utf-8")

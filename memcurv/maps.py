@@ -20,13 +20,13 @@ from tqdm.auto import tqdm
 
 import memcurv
 from .core import DiffusionModel, MemcurvError, posterior_variance
-from .curvature import coordinate_curvature, eps_stack
+from .curvature import check_budget, coordinate_curvature, eps_stack
 from .pipeline import DiffusersModel, check_baseline
 from .sampling import Samples, prompt_seed_pairs, sample
 
 # %% auto #0
-__all__ = ['BASELINES', 'CHECKPOINT_TEXT', 'TRAJECTORY_WINDOWS', 'probe_seed_for', 'measure', 'to_dataset', 'curvature_maps',
-           'save_maps', 'open_maps']
+__all__ = ['BASELINES', 'CHECKPOINT_TEXT', 'TRAJECTORY_WINDOWS', 'PROCEDURES', 'probe_seed_for', 'measure', 'to_dataset',
+           'trajectory_recorder', 'procedure_settings', 'curvature_maps', 'save_maps', 'open_maps']
 
 # %% ../nbs/06_maps.ipynb #78a4cda5
 BASELINES = ("uncond", "checkpoint")
@@ -133,35 +133,59 @@ def to_dataset(samples: Samples, measured: dict, branches, baselines, schedule, 
 # %% ../nbs/06_maps.ipynb #52155290
 TRAJECTORY_WINDOWS = (1, 5, 10)
 
-def _trajectory_recorder(model, n_samples: int, steps: int):
+def trajectory_recorder(model, n_samples: int, steps: int):
     "An `on_step` callback keeping ((eps_c - eps_u) / sigma_t)^2, channel-summed, at every step of every sample, and its windowed means."
     per_step = [[] for _ in range(n_samples)]
     def record(n, i, t, x, e_u, e_c): per_step[n].append((((e_c - e_u)[0] / model.schedule.sigma(t)) ** 2).sum(0).float().cpu())
-    def maps() -> dict:
-        # CFG evaluates both branches at every step anyway: these maps cost no extra network pass.
-        return {f"ds_uncond_last{k}": (("sample", "y", "x"), torch.stack([torch.stack(s[-k:]).mean(0) for s in per_step]).numpy())
+    def maps(seconds: float) -> dict:
+        "The windows' maps; `seconds`, the sampling time, is all they cost: CFG evaluates both branches at every step anyway."
+        return {f"ds_uncond_last{k}": xr.DataArray(torch.stack([torch.stack(s[-k:]).mean(0) for s in per_step]).numpy(), dims=("sample", "y", "x"),
+                                                   attrs=dict(seconds=seconds, long_name=f"mean (s_cond - s_uncond)^2 over the last {k} sampling steps, channel-summed"))
                 for k in TRAJECTORY_WINDOWS if k <= steps}
     return record, maps
 
-def curvature_maps(model: DiffusionModel, prompts, seeds=(0,), *, checkpoint=None, baselines=None, checkpoint_text: str = "main", steps: int = 50,
-                   guidance: float = 7.5, capture_steps=(-1,), timesteps=None, sampler: str = "ddim", estimator: str = "hutchinson",
-                   n_probes: int = 16, seed: int = 0, progress: bool = True, **estimator_options) -> xr.Dataset:
+PROCEDURES = {
+    "reference": dict(sampler="ddim", steps=50, estimator="hutchinson", n_probes=16),   # the paper's
+    "fast": dict(sampler="dpm++", steps=10, estimator="probing", n_probes=4, distance=2),   # measured in tests/bench_estimators.py
+}
+
+def procedure_settings(procedure: str = "fast", **given) -> dict:
+    "Sampler, steps, estimator, n_probes and estimator options of `procedure`; every setting in `given` that is not None replaces the preset's."
+    if procedure not in PROCEDURES: raise MemcurvError(f"unknown procedure {procedure!r}: use one of {tuple(PROCEDURES)} ('reference' is the paper's).")
+    preset, given = dict(PROCEDURES[procedure]), {k: v for k, v in given.items() if v is not None}
+    base = {k: preset.pop(k) for k in ("sampler", "steps", "estimator", "n_probes")}
+    # The preset's estimator options (probing's colouring) belong to its estimator: another estimator does not get them.
+    return {**base, **(preset if given.get("estimator", base["estimator"]) == base["estimator"] else {}), **given}
+
+def curvature_maps(model: DiffusionModel, prompts, seeds=(0,), *, procedure: str = "fast", checkpoint=None, baselines=None,
+                   checkpoint_text: str = "main", steps: int | None = None, guidance: float = 7.5, capture_steps=(-1,), timesteps=None,
+                   sampler: str | None = None, estimator: str | None = None, n_probes: int | None = None, seed: int = 0, progress: bool = True,
+                   **estimator_options) -> xr.Dataset:
     "Sample prompts × seeds, capture x_t, and measure curvature, posterior variance and the difference maps as one Dataset."
+    given_settings = {k: v for k, v in dict(steps=steps, sampler=sampler, estimator=estimator, n_probes=n_probes).items() if v is not None}
+    settings = procedure_settings(procedure, **given_settings, **estimator_options)
+    steps, sampler, estimator, n_probes = (settings.pop(k) for k in ("steps", "sampler", "estimator", "n_probes"))
+    estimator_options = settings
+    try: check_budget(estimator, n_probes, model.latent_shape, **estimator_options)   # before any sampling
+    except MemcurvError as e:
+        if "estimator" in given_settings: raise
+        raise MemcurvError(f"{e} The {procedure!r} procedure chose estimator={estimator!r}: pass estimator='hutchinson' for any count, "
+                           "or procedure='reference'.") from None
     baselines = tuple(baselines) if baselines is not None else ("uncond",) + (("checkpoint",) if checkpoint is not None else ())
     checkpoint = _check_request(model, checkpoint, baselines, checkpoint_text)
     start = time.perf_counter()
     n_samples = len(prompt_seed_pairs(prompts, seeds)[0])
-    record, trajectory_maps = _trajectory_recorder(model, n_samples, steps)
+    record, trajectory_maps = trajectory_recorder(model, n_samples, steps)
     samples = sample(model, prompts, seeds, steps=steps, guidance=guidance, capture_steps=capture_steps,
                      timesteps=timesteps, progress=progress, on_step=record, sampler=sampler)
     sampled = time.perf_counter()
     measured = measure(model, samples, checkpoint, baselines, estimator=estimator, n_probes=n_probes, seed=seed,
                        progress=progress, checkpoint_text=checkpoint_text, **estimator_options)
-    attrs = _attrs(model, checkpoint, samples, estimator, n_probes, seed, estimator_options, checkpoint_text)
+    attrs = _attrs(model, checkpoint, samples, estimator, n_probes, seed, estimator_options, checkpoint_text) | {"procedure": procedure}
     # What each kind of map cost: every map needs the generations; the proxies add forward passes, the curvatures the probes.
     attrs.update(seconds=time.perf_counter() - start, seconds_sampling=sampled - start,
                  seconds_curvature=measured["seconds"]["curvature"], seconds_score=measured["seconds"]["score"])
-    return to_dataset(samples, measured, ["cond", *baselines], baselines, model.schedule, attrs).assign(trajectory_maps())
+    return to_dataset(samples, measured, ["cond", *baselines], baselines, model.schedule, attrs).assign(trajectory_maps(sampled - start))
 
 # %% ../nbs/06_maps.ipynb #73660fd1
 def save_maps(ds: xr.Dataset, path) -> Path:

@@ -30,7 +30,7 @@ def build(path: Path) -> None:
     lab, (model, early) = MemLab(), load_memlab()
     start = time.time()
     ds = curvature_maps(model, lab.prompts, seeds=range(12), checkpoint=early, steps=10, guidance=4.0,
-                        capture_steps=(0, 2, 4, 6, 8, 9), n_probes=4).isel(sample=slice(N_SAMPLES))
+                        capture_steps=(0, 2, 4, 6, 8, 9), procedure="reference", n_probes=4).isel(sample=slice(N_SAMPLES))
     ds = with_truth(ds, memlab_truth(lab))
     save_maps(ds, path)
     print(f"built {path} in {time.time() - start:.0f} s")

@@ -39,8 +39,8 @@ def test_v_prediction_to_zarr(tmp_path):
 
 def test_errors_are_one_clear_line(tiny_sd, tmp_path):
     cases = [(["maps", tmp_path / "nowhere", "--prompt", "a"], "is not a folder"),
-             (["maps", tiny_sd, "--prompt", "a", "--steps", 3, "--timesteps", 500], "not visited by this 3-step DDIM schedule"),
-             (["maps", tiny_sd, "--prompt", "a", "--steps", 3, "--estimator", "magic"], "unknown estimator"),
+             (["maps", tiny_sd, "--prompt", "a", "--steps", 3, "--timesteps", 500], "not visited by this 3-step schedule"),
+             (["maps", tiny_sd, "--prompt", "a", "--steps", 3, "--estimator", "probing", "--n-probes", 6], "needs n_probes a multiple of 4"),
              (["maps", tiny_sd, "--prompt", "a", "--steps", 3, "--out", tmp_path / "x.csv"], ".nc (netCDF) or .zarr")]
     for args, message in cases:
         r = memcurv(*args)
@@ -60,7 +60,7 @@ def test_own_model_with_peers_evaluated_against_webster_files(tiny_sd, tiny_sd_e
     gt = write_webster(tmp_path / "webster", captions, ["TV", "MV", "N", "N"], [[0, 1], [1], [], [2]], [mask], [[0], [], [], []])
     run = tmp_path / "run"
     r = memcurv("maps", tiny_sd, "--ground-truth", gt, "--checkpoint", tiny_sd_early, "--checkpoint-text", "own", "--steps", 4,
-                "--n-probes", 2, "--peers", "--out", run / "maps.zarr")
+                "--n-probes", 4, "--peers", "--out", run / "maps.zarr")
     assert r.returncode == 0, r.stderr
     ds = open_maps(run / "maps.zarr")   # every caption with its own gen_seeds; seed 0 where Webster lists none
     assert list(ds.prompt.values) == [captions[0], captions[0], *captions[1:]] and list(ds.seed.values) == [0, 1, 1, 0, 2]
@@ -68,7 +68,7 @@ def test_own_model_with_peers_evaluated_against_webster_files(tiny_sd, tiny_sd_e
     r = memcurv("evaluate", run, "--ground-truth", gt)
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(run / "evaluation.csv")
-    methods = {"raw curvature", "dh_uncond", "ds_uncond", "dh_checkpoint", "ds_checkpoint", "all-ones", "bright_ending",
+    methods = {"raw curvature", "dh_uncond", "ds_uncond", "ds_uncond_last1", "dh_checkpoint", "ds_checkpoint", "all-ones", "bright_ending",
                "bright_ending_score", "wen_norm", "anisotropy", "sharpness"}
     assert set(table.method) == methods
     assert set(table.subset) == {"TV", "MV", "N", "all"}

@@ -16,14 +16,14 @@ def test_miniature_training_feeds_the_maps(tmp_path):
     model, early = load_model(out["final"], checkpoint=out["early"])
     assert model.latent_shape == (3, 32, 32) and model.vae is None
     prompt = MemLab().templated[0]
-    ds = curvature_maps(model, [prompt], seeds=[0], checkpoint=early, steps=3, n_probes=2, progress=False)
+    ds = curvature_maps(model, [prompt], seeds=[0], checkpoint=early, steps=3, n_probes=4, progress=False)
     assert list(ds.baseline.values) == ["uncond", "checkpoint"]
     assert ds.image.shape == (1, 3, 32, 32)
 
 
 def test_demo_command_writes_all_outputs(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run(["memcurv", "demo", "--out", out, "--seeds", "1", "--steps", "8", "--n-probes", "2"],
+    r = subprocess.run(["memcurv", "demo", "--out", out, "--seeds", "1", "--steps", "8", "--n-probes", "4"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     assert "Best global IoU" in r.stdout and "dh_uncond" in r.stdout

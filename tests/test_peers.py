@@ -40,7 +40,7 @@ def test_token_significance_and_all_peers_on_tiny_sd(tiny_sd):
     assert sig.dims == ("sample", "token") and sig.shape == (2, n[0])
     assert np.isfinite(sig.values[0]).all() and (sig.values[0] > 0).all()
     assert np.isfinite(sig.values[1, :n[1]]).all() and np.isnan(sig.values[1, n[1]:]).all()
-    ds = curvature_maps(model, ["a photo", "a cat"], seeds=[0], steps=3, n_probes=2, progress=False)
+    ds = curvature_maps(model, ["a photo", "a cat"], seeds=[0], steps=3, n_probes=4, progress=False)
     merged = ds.merge(peer_methods(model, ds, progress=False))
     assert all(merged[m].attrs["seconds"] > 0 for m in (*PEERS, "bright_ending_score"))
     assert merged.bright_ending.shape == (2, 8, 8) and merged.wen_norm.shape == (2,) and merged.bright_ending_score.shape == (2,)

@@ -48,3 +48,12 @@ def test_fd_matches_exact(setup):
     rel = float((est - exact).norm() / exact.norm())
     assert rel < 2e-3, rel   # one-hot central differences in float32: 5.7e-4 measured at 1, 2 and 4 threads
     assert float(se.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("estimator, options", [("probing", dict(n_probes=32, distance=2)), ("probing", dict(n_probes=128, distance=2, split_channels=True)),
+                                                ("diagpp", dict(n_probes=64))])
+def test_structured_estimators_within_stated_error(setup, estimator, options):
+    _, x, f, sigma, exact, _ = setup
+    est, se = coordinate_curvature(f, x, sigma, estimator=estimator, seed=0, **options)
+    covered = ((est - exact).abs() <= 3 * se).double().mean()
+    assert covered >= 0.95, f"only {float(covered):.3f} of coordinates within 3 standard errors"

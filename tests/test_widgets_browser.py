@@ -38,7 +38,7 @@ def maps_zarr(tmp_path_factory) -> Path:
     lab, (model, early) = MemLab(), load_memlab()
     prompts = [lab.templated[0], lab.generalizing[0]]
     ds = curvature_maps(model, prompts, seeds=[0], checkpoint=early, steps=10, guidance=4.0, capture_steps=(3, 6, 9),
-                        n_probes=2, progress=False)
+                        procedure="reference", n_probes=4, progress=False)
     ds = with_truth(ds, memlab_truth(lab))
     return save_maps(ds, tmp_path_factory.mktemp("data") / "maps.zarr")
 

@@ -16,7 +16,7 @@ __all__ = ['build_parser', 'main']
 # %% ../nbs/07_cli.ipynb #0e45b09a
 def _estimator_options(args) -> dict:
     "Probing's colouring, when given: an estimator is passed only the options asked for."
-    return {k: v for k, v in dict(distance=args.distance, split_channels=args.split_channels or None).items() if v is not None}
+    return {k: v for k, v in dict(distance=args.distance, channels=args.channels).items() if v is not None}
 
 def _maps(args):
     from memcurv.maps import curvature_maps, save_maps
@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--estimator", choices=["exact", "hutchinson", "probing", "diagpp", "fd"],
                    help="hutchinson (the reference), probing (coloured probes), diagpp (low rank + Hutchinson), exact or fd (one product per coordinate)")
     m.add_argument("--distance", type=int, help="probing: coordinates this many pixels apart share a colour (default: the procedure's, or 4)")
-    m.add_argument("--split-channels", action="store_true", help="probing: give each channel its own colours")
+    m.add_argument("--channels", choices=["shifted", "split", "shared"],
+                   help="probing: how channels share colours (default shifted: each channel's lattice moved by half a period)")
     m.add_argument("--n-probes", type=int, help="Jacobian products per branch (default: the procedure's)")
     m.add_argument("--probe-seed", type=int, default=0)
     m.add_argument("--batch-size", type=int, default=4, help="generations per batch of the peer methods (maps are computed one generation at a time)")

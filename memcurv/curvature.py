@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from .core import MemcurvError, check_finite
 
 # %% auto #0
-__all__ = ['JVP_MODES', 'ESTIMATORS', 'eps_stack', 'count_products', 'jacobian_products', 'probe_products', 'probe_generators',
-           'colouring', 'check_budget', 'coordinate_curvature', 'eps_difference']
+__all__ = ['JVP_MODES', 'ESTIMATORS', 'CHANNEL_COLOURINGS', 'eps_stack', 'count_products', 'jacobian_products', 'probe_products',
+           'probe_generators', 'colouring', 'check_budget', 'coordinate_curvature', 'eps_difference']
 
 # %% ../nbs/02_curvature.ipynb #0931c4da
 JVP_MODES = ("forward", "reverse", "fd")
@@ -84,13 +84,22 @@ def _signs(x, k, gens) -> torch.Tensor:
     "(k, *x.shape) Rademacher signs, sample i's from its own generator: a sample's probes never depend on the rest of the batch."
     return torch.stack([torch.randint(0, 2, (k, *x.shape[1:]), generator=g) for g in gens], 1).to(dtype=x.dtype, device=x.device) * 2 - 1
 
-def colouring(shape, distance: int = 4, split_channels: bool = False) -> torch.Tensor:
-    "Colour of each coordinate of a latent `shape` (C, H, W): equal colours are `distance` or more pixels apart in y or x (and, with `split_channels`, in one channel)."
+CHANNEL_COLOURINGS = ("shifted", "split", "shared")
+
+def colouring(shape, distance: int = 4, channels: str = "shifted") -> torch.Tensor:
+    "Colour of each coordinate of a latent `shape` (C, H, W) on a lattice of `distance` pixels; `channels` says how channels share colours."
     C, H, W = shape
+    if channels not in CHANNEL_COLOURINGS: raise MemcurvError(f"unknown channel colouring {channels!r}: use one of {CHANNEL_COLOURINGS}.")
     if not 1 <= distance <= min(H, W):
         raise MemcurvError(f"a colouring with distance {distance} does not fit a {H}x{W} latent: use a distance between 1 and {min(H, W)}.")
-    pixel = (torch.arange(H)[:, None] % distance) * distance + torch.arange(W)[None] % distance
-    return pixel.expand(C, H, W) + (distance**2 * torch.arange(C)[:, None, None] if split_channels else 0)
+    if channels == "shifted" and (distance % 2 or C > 4):
+        raise MemcurvError(f"the shifted colouring needs an even distance and at most 4 channels (got distance {distance}, {C} channels): "
+                           "use channels='split' or 'shared'.")
+    c, y, x = torch.arange(C)[:, None, None], torch.arange(H)[:, None], torch.arange(W)[None]
+    if channels == "shifted":   # channel c's lattice moved by half a period along y (bit 0 of c) and x (bit 1): no two channels of one pixel, or of neighbours, meet
+        y, x = y + (c % 2) * (distance // 2), x + (c // 2 % 2) * (distance // 2)
+    pixel = (y % distance) * distance + x % distance
+    return pixel.expand(C, H, W) + (distance**2 * c if channels == "split" else 0)
 
 def _onehot_tangents(x, chunk_size):
     "One-hot tangents over the coordinates of one sample, replicated across the batch, in chunks; one replicate."
@@ -135,7 +144,7 @@ def _outputs(eps_fn, n_out, contrasts):
     fns = list(eps_fn.fns) if isinstance(eps_fn, eps_stack) else [lambda z, o=o: eps_fn(z)[o] for o in range(n_out)]
     return fns + [(lambda z, i=i, j=j: fns[i](z) - fns[j](z)) for i, j in contrasts]
 
-def check_budget(estimator: str, n_probes: int, shape, distance: int = 4, split_channels: bool = False) -> int:
+def check_budget(estimator: str, n_probes: int, shape, distance: int = 4, channels: str = "shifted") -> int:
     "The number of replicates `estimator` makes of `n_probes` products on latents of `shape` (C, H, W), or an error saying why the budget does not fit."
     if estimator in ("exact", "fd"): return 1
     if estimator == "hutchinson":
@@ -144,22 +153,22 @@ def check_budget(estimator: str, n_probes: int, shape, distance: int = 4, split_
     if estimator == "diagpp":
         if n_probes < 4: raise MemcurvError(f"diagpp needs n_probes >= 4 (a sketch, its projection and 2 residual probes), got {n_probes}.")
         return n_probes - 2 * (n_probes // 3)
-    L = int(colouring(shape, distance, split_channels).max()) + 1
+    L = int(colouring(shape, distance, channels).max()) + 1
     if n_probes < L or n_probes % L:
-        raise MemcurvError(f"probing with distance={distance}{' and split channels' if split_channels else ''} has {L} colours, so it needs "
+        raise MemcurvError(f"probing with distance={distance} and {channels} channels has {L} colours, so it needs "
                            f"n_probes a multiple of {L} (one product per colour per replicate), got {n_probes}: change n_probes or distance.")
     return n_probes // L
 
 def coordinate_curvature(eps_fn, x: torch.Tensor, sigma: float, *, estimator: str = "hutchinson", n_probes: int = 16,
                          seed=None, mode: str = "reverse", chunk_size: int = 32, h: float | None = None,
-                         contrasts=(), distance: int = 4, split_channels: bool = False,
+                         contrasts=(), distance: int = 4, channels: str = "shifted",
                          progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     "Estimate diag(-H) = diag(d eps / d x) / sigma at `x` and its per-coordinate standard error."
     if estimator not in ESTIMATORS: raise MemcurvError(f"unknown estimator {estimator!r}: use one of {ESTIMATORS}.")
     if mode not in JVP_MODES: raise MemcurvError(f"unknown JVP mode {mode!r}: use one of {JVP_MODES}.")
     if not sigma > 0: raise MemcurvError(f"sigma must be positive (the noise level of x_t), got {sigma}.")
     if estimator == "diagpp" and mode == "fd": raise MemcurvError("diagpp needs J^T products, which finite differences cannot take: use mode='reverse'.")
-    reps = check_budget(estimator, n_probes, x.shape[1:], distance, split_channels)
+    reps = check_budget(estimator, n_probes, x.shape[1:], distance, channels)
     check_finite(x, "latents")
     with torch.no_grad(): out = eps_fn(x)
     if tuple(out.shape[-x.ndim:]) != tuple(x.shape) or out.ndim > x.ndim + 1:
@@ -184,7 +193,7 @@ def coordinate_curvature(eps_fn, x: torch.Tensor, sigma: float, *, estimator: st
     h = torch.finfo(x.dtype).eps ** (1 / 3) if h is None else h
     if estimator == "hutchinson": chunks, n_tangents = _rademacher_tangents(x, n_probes, chunk_size, gens), n_probes
     elif estimator == "probing":
-        colours = colouring(x.shape[1:], distance, split_channels)
+        colours = colouring(x.shape[1:], distance, channels)
         chunks, n_tangents = _coloured_tangents(x, colours, reps, chunk_size, gens), n_probes
     else:
         mode = "fd" if estimator == "fd" else mode

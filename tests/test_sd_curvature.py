@@ -50,7 +50,7 @@ def test_fd_matches_exact(setup):
     assert float(se.abs().max()) == 0.0
 
 
-@pytest.mark.parametrize("estimator, options", [("probing", dict(n_probes=32, distance=2)), ("probing", dict(n_probes=128, distance=2, split_channels=True)),
+@pytest.mark.parametrize("estimator, options", [("probing", dict(n_probes=32, distance=2)), ("probing", dict(n_probes=128, distance=2, channels="split")), ("probing", dict(n_probes=128, distance=4)),
                                                 ("diagpp", dict(n_probes=64))])
 def test_structured_estimators_within_stated_error(setup, estimator, options):
     _, x, f, sigma, exact, _ = setup

@@ -44,6 +44,7 @@ def _check_maps_args(args, prompts, seeds):
     check_int(args.batch_size, "--batch-size", 1); check_int(args.probe_seed, "--probe-seed"); parse_dtype(args.dtype); check_device(args.device)
     for folder in [args.pipeline] + ([args.checkpoint] if args.checkpoint else []):
         check_pipeline_folder(folder); check_scheduler_config(folder); check_weight_files(folder)
+    if args.peers and args.steps < 3: raise MemcurvError(f"--peers needs --steps >= 3 (Anisotropy reads the third-last step), got {args.steps}.")
     _check_run_args(args, args.pipeline, _latent_shape(args.pipeline))
 
 # %% ../nbs/07_cli.ipynb #0e45b09a

@@ -32,7 +32,7 @@ def _check_run_args(args, folder, shape):
     schedule = Schedule(check_scheduler_config(folder))
     check_int(args.steps, "--steps", 1, schedule.num_train_timesteps)
     resolve_steps(sampler_timesteps(schedule, getattr(args, "sampler", "ddim"), args.steps), getattr(args, "capture_steps", (-1,)), getattr(args, "timesteps", None))
-    check_estimator(args.estimator, args.n_probes, shape, **_estimator_options(args))
+    check_estimator(args.estimator, args.n_probes, shape, **(_estimator_options(args) if "distance" in args else {}))   # demo: default colouring
 
 def _check_maps_args(args, prompts, seeds):
     "Every argument of `memcurv maps`, and the folders it reads and the file it writes."

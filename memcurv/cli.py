@@ -7,11 +7,45 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .core import MemcurvError
+from .validate import MemcurvWarning
 
 # %% auto #0
 __all__ = ['build_parser', 'main']
+
+# %% ../nbs/07_cli.ipynb #e6a1018b
+def _latent_shape(folder) -> tuple:
+    "The latent shape of a pipeline folder, from its UNet config alone."
+    from diffusers import UNet2DConditionModel
+    from memcurv.validate import loading
+    with loading(folder, "unet config"): cfg = UNet2DConditionModel.load_config(folder, subfolder="unet")
+    size = cfg["sample_size"]
+    return (cfg["in_channels"], *((size, size) if isinstance(size, int) else size))
+
+def _check_run_args(args, folder, shape):
+    "What `maps` and `demo` share: sampling, estimator and probe arguments against a pipeline of latent `shape`."
+    from memcurv.core import Schedule
+    from memcurv.sampling import resolve_steps, sampler_timesteps
+    from memcurv.validate import check_estimator, check_int, check_scheduler_config
+    schedule = Schedule(check_scheduler_config(folder))
+    check_int(args.steps, "--steps", 1, schedule.num_train_timesteps)
+    resolve_steps(sampler_timesteps(schedule, getattr(args, "sampler", "ddim"), args.steps), getattr(args, "capture_steps", (-1,)), getattr(args, "timesteps", None))
+    check_estimator(args.estimator, args.n_probes, shape, **(_estimator_options(args) if "distance" in args else {}))   # demo: default colouring
+
+def _check_maps_args(args, prompts, seeds):
+    "Every argument of `memcurv maps`, and the folders it reads and the file it writes."
+    from memcurv.pipeline import check_pipeline_folder, parse_dtype
+    from memcurv.sampling import prompt_seed_pairs
+    from memcurv.validate import (check_device, check_int, check_output_path, check_prompts, check_real, check_scheduler_config,
+                                  check_seeds, check_weight_files)
+    check_output_path(args.out); check_prompts(prompts); check_seeds(seeds); prompt_seed_pairs(prompts, seeds); check_real(args.guidance, "--guidance")
+    check_int(args.batch_size, "--batch-size", 1); check_int(args.probe_seed, "--probe-seed"); parse_dtype(args.dtype); check_device(args.device)
+    for folder in [args.pipeline] + ([args.checkpoint] if args.checkpoint else []):
+        check_pipeline_folder(folder); check_scheduler_config(folder); check_weight_files(folder)
+    if args.peers and args.steps < 3: raise MemcurvError(f"--peers needs --steps >= 3 (Anisotropy reads the third-last step), got {args.steps}.")
+    _check_run_args(args, args.pipeline, _latent_shape(args.pipeline))
 
 # %% ../nbs/07_cli.ipynb #0e45b09a
 def _estimator_options(args) -> dict:
@@ -27,6 +61,7 @@ def _maps(args):
         seeds = webster_seeds(args.ground_truth)
         prompts = prompts or list(seeds)
     if not prompts: raise MemcurvError("no prompts: pass --prompt (repeat for several) or --ground-truth with Webster's captions.")
+    _check_maps_args(args, prompts, seeds)
     model, ckpt = load_model(args.pipeline, checkpoint=args.checkpoint, dtype=args.dtype, device=args.device)
     ds = curvature_maps(model, prompts, seeds=seeds, procedure=args.procedure, checkpoint=ckpt, checkpoint_text=args.checkpoint_text, steps=args.steps, guidance=args.guidance,
                         capture_steps=args.capture_steps, timesteps=args.timesteps, sampler=args.sampler, estimator=args.estimator,
@@ -38,7 +73,10 @@ def _maps(args):
 
 def _demo(args):
     import time
-    from memcurv.demo import run_demo
+    from memcurv.demo import MEMLAB_DIR, run_demo
+    from memcurv.validate import check_int, check_output_path
+    check_output_path(args.out, None, folder=True); check_int(args.seeds, "--seeds", 1); check_int(args.first_seed, "--first-seed", 0)
+    _check_run_args(args, MEMLAB_DIR / "final", _latent_shape(MEMLAB_DIR / "final"))
     start = time.time()
     ds, metrics = run_demo(args.out, n_seeds=args.seeds, first_seed=args.first_seed, procedure=args.procedure, steps=args.steps, estimator=args.estimator, n_probes=args.n_probes,
                            peers=args.peers)
@@ -52,6 +90,9 @@ def _demo(args):
 def _train_memlab(args):
     import torch
     from memcurv.train import train_memlab
+    from memcurv.validate import check_int, check_output_path
+    check_output_path(args.out, None, folder=True); check_int(args.batch_size, "--batch-size", 1)
+    if args.threads is not None: check_int(args.threads, "--threads", 1)
     # One process that owns the machine: as many threads as asked, every core by default.
     if args.threads: torch.set_num_threads(args.threads)
     res = train_memlab(args.out, phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, batch_size=args.batch_size,
@@ -64,6 +105,7 @@ def _evaluate(args):
     from memcurv.evaluate import evaluate_dataset, paper_table
     from memcurv.maps import open_maps
     folder = Path(args.dir)
+    if not folder.is_dir(): raise MemcurvError(f"{folder} is not a folder: pass the folder that holds maps.nc or maps.zarr.")
     found = [folder / name for name in ("maps.nc", "maps.zarr") if (folder / name).exists()]
     if not found: raise MemcurvError(f"{folder} has no maps.nc or maps.zarr: write one with `memcurv maps --out {folder}/maps.nc` "
                                      "or `memcurv demo --out DIR`.")
@@ -84,6 +126,9 @@ def _docs(args):
     try: from memcurv.docsite import build_site
     except ImportError as e:
         raise MemcurvError(f"`memcurv docs` needs the dev extras ({e.name} is missing): pip install -e '.[dev]'.") from e
+    from memcurv.validate import check_int, check_output_path
+    check_output_path(args.out, None, folder=True); check_int(args.workers, "--workers", 1)
+    if args.threads is not None: check_int(args.threads, "--threads", 1)
     print(f"wrote {build_site(args.nbs, args.out, args.proc, args.workers, args.threads, verbose=not args.quiet)}")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,11 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/07_cli.ipynb #4c8274ce
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    "memcurv's own warnings as one line, like its errors; the others as Python prints them."
+    text = f"memcurv: warning: {message}\n" if issubclass(category, MemcurvWarning) else warnings.formatwarning(message, category, filename, lineno, line)
+    (file or sys.stderr).write(text)
+
 def main(argv=None) -> int:
     "Entry point of the `memcurv` console script."
     args = build_parser().parse_args(argv)
-    try: args.run(args)
-    except MemcurvError as e:
-        print(f"memcurv: error: {e}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try: args.run(args)
+        except MemcurvError as e:
+            print(f"memcurv: error: {e}", file=sys.stderr)
+            return 2
     return 0

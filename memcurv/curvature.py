@@ -15,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from einops import rearrange
 from tqdm.auto import tqdm
 from .core import MemcurvError, check_finite
+from .validate import check_estimator, check_real
 
 # %% auto #0
 __all__ = ['JVP_MODES', 'ESTIMATORS', 'CHANNEL_COLOURINGS', 'eps_stack', 'count_products', 'jacobian_products', 'probe_products',
@@ -164,6 +165,8 @@ def coordinate_curvature(eps_fn, x: torch.Tensor, sigma: float, *, estimator: st
                          contrasts=(), distance: int = 4, channels: str = "shifted",
                          progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     "Estimate diag(-H) = diag(d eps / d x) / sigma at `x` and its per-coordinate standard error."
+    if not isinstance(x, torch.Tensor) or x.ndim < 2: raise MemcurvError(f"x must be a batch of latents, a tensor (batch, ...), got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}.")
+    check_estimator(estimator, n_probes, x.shape[1:], mode=mode, chunk_size=chunk_size, h=h, distance=distance, channels=channels); check_real(sigma, "sigma")
     if estimator not in ESTIMATORS: raise MemcurvError(f"unknown estimator {estimator!r}: use one of {ESTIMATORS}.")
     if mode not in JVP_MODES: raise MemcurvError(f"unknown JVP mode {mode!r}: use one of {JVP_MODES}.")
     if not sigma > 0: raise MemcurvError(f"sigma must be positive (the noise level of x_t), got {sigma}.")

@@ -14,6 +14,7 @@ from PIL import Image
 from scipy.stats import rankdata
 
 from .core import MemcurvError
+from .validate import check_maps_dataset
 
 # %% auto #0
 __all__ = ['CHANNEL_REDUCTIONS', 'REFERENCE_SIZE', 'REFERENCE_THRESHOLDS', 'SUBSETS', 'THRESHOLD_RULES', 'PROTOCOLS', 'COLUMNS',
@@ -287,6 +288,7 @@ def _reference_row(raw, masks, n_boot, seed) -> dict:
 def evaluate_dataset(ds: xr.Dataset, masks=None, labels=None, samples=None, timestep=None, channel: str = "sum",
                      per: str = "dataset", protocol: str = "all", n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     "The tidy table of every map (at `timestep`, channels reduced by `channel`) and detector in `ds`, under the rules of `protocol`."
+    check_maps_dataset(ds, need=("curvature", "curvature_diff", "score_diff"))
     if protocol not in PROTOCOLS: raise MemcurvError(f"unknown protocol {protocol!r}: use one of {list(PROTOCOLS)}.")
     masks, labels, samples = _items(ds, masks, labels, samples)
     rules = PROTOCOLS[protocol]

@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 import memcurv
 from .core import DiffusionModel, MemcurvError, posterior_variance
-from .curvature import check_budget, coordinate_curvature, eps_stack
+from .curvature import coordinate_curvature, eps_stack
 from .pipeline import DiffusersModel, check_baseline
 from .sampling import Samples, prompt_seed_pairs, sample
+from .validate import check_estimator, check_int, check_maps_dataset, check_maps_file, check_output_path, check_sampling
 
 # %% auto #0
 __all__ = ['BASELINES', 'CHECKPOINT_TEXT', 'TRAJECTORY_WINDOWS', 'PROCEDURES', 'probe_seed_for', 'measure', 'to_dataset',
@@ -166,7 +167,9 @@ def curvature_maps(model: DiffusionModel, prompts, seeds=(0,), *, procedure: str
     settings = procedure_settings(procedure, **given_settings, **estimator_options)
     steps, sampler, estimator, n_probes = (settings.pop(k) for k in ("steps", "sampler", "estimator", "n_probes"))
     estimator_options = settings
-    try: check_budget(estimator, n_probes, model.latent_shape, **estimator_options)   # before any sampling
+    # Every argument is checked before the checkpoint is loaded or a step sampled.
+    check_sampling(prompts, seeds, steps, guidance); check_int(seed, "seed")
+    try: check_estimator(estimator, n_probes, model.latent_shape, **estimator_options)
     except MemcurvError as e:
         if "estimator" in given_settings: raise
         raise MemcurvError(f"{e} The {procedure!r} procedure chose estimator={estimator!r}: pass estimator='hutchinson' for any count, "
@@ -190,8 +193,7 @@ def curvature_maps(model: DiffusionModel, prompts, seeds=(0,), *, procedure: str
 # %% ../nbs/06_maps.ipynb #73660fd1
 def save_maps(ds: xr.Dataset, path) -> Path:
     "Write `ds` to `path` (.nc: netCDF4 via h5netcdf; .zarr: zarr), atomically."
-    path = Path(path)
-    if path.suffix not in (".nc", ".zarr"): raise MemcurvError(f"{path}: save maps as .nc (netCDF) or .zarr.")
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     ds = ds.drop_encoding()   # a Dataset opened from a file carries its chunking, which may not fit the new one
@@ -206,7 +208,7 @@ def save_maps(ds: xr.Dataset, path) -> Path:
 
 def open_maps(path, chunks=None) -> xr.Dataset:
     "Open a saved maps Dataset; pass `chunks` ({} or 'auto' or a dict) for lazy dask arrays."
-    path = Path(path)
-    if not path.exists(): raise MemcurvError(f"{path} does not exist: write maps with `save_maps` or `memcurv maps` first.")
-    if path.suffix == ".zarr": return xr.open_zarr(path, chunks=chunks if chunks is not None else None)
-    return xr.open_dataset(path, engine="h5netcdf", chunks=chunks)
+    path = check_maps_file(path)
+    try: ds = xr.open_zarr(path, chunks=chunks) if path.is_dir() else xr.open_dataset(path, engine="h5netcdf", chunks=chunks)
+    except (OSError, KeyError, ValueError) as e: raise MemcurvError(f"{path} cannot be read ({e}): it is damaged or incomplete; write it again.") from e
+    return check_maps_dataset(ds, str(path))

@@ -15,6 +15,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as hf_logging
 from .core import DiffusionModel, MemcurvError, Schedule
+from .validate import (MemcurvWarning, check_device, check_finite_weights, check_prediction_label, check_scheduler_config,
+                              check_weight_files, loading)
 
 # %% auto #0
 __all__ = ['REQUIRED_PARTS', 'WEIGHT_FILES', 'DTYPES', 'check_pipeline_folder', 'parse_dtype', 'DiffusersModel', 'check_baseline',
@@ -62,34 +64,38 @@ def _no_weight_bars():
 class DiffusersModel(DiffusionModel):
     "A Stable Diffusion-layout pipeline folder loaded offline with `from_pretrained`."
     def __init__(self, path, dtype="fp32", device="cpu"):
+        # Every check that reads only small files (configs, weight headers) runs before the first weight is loaded.
         self.path = check_pipeline_folder(path)
-        self.source, self.dtype, self.device = str(self.path), parse_dtype(dtype), torch.device(device)
+        sched_cfg, _ = check_scheduler_config(self.path), check_weight_files(self.path)
+        self.source, self.dtype, self.device = str(self.path), parse_dtype(dtype), check_device(device)
         load = dict(local_files_only=True)
-        self.unet = UNet2DConditionModel.from_pretrained(self.path, subfolder="unet", torch_dtype=self.dtype, **load).to(self.device).eval()
-        with _no_weight_bars():
+        with loading(self.path, "unet"):
+            self.unet = UNet2DConditionModel.from_pretrained(self.path, subfolder="unet", torch_dtype=self.dtype, **load).to(self.device).eval()
+        with _no_weight_bars(), loading(self.path, "text_encoder"):
             self.text_encoder = CLIPTextModel.from_pretrained(self.path, subfolder="text_encoder", dtype=self.dtype, **load).to(self.device).eval()
-        self.tokenizer = CLIPTokenizer.from_pretrained(self.path, subfolder="tokenizer", **load)
-        index = json.loads((self.path / "model_index.json").read_text())
+        with loading(self.path, "tokenizer"): self.tokenizer = CLIPTokenizer.from_pretrained(self.path, subfolder="tokenizer", **load)
+        with loading(self.path, "model_index.json"): index = json.loads((self.path / "model_index.json").read_text())
         has_vae = (index.get("vae") or [None])[0] is not None and (self.path / "vae").is_dir()
-        self.vae = AutoencoderKL.from_pretrained(self.path, subfolder="vae", torch_dtype=self.dtype, **load).to(self.device).eval() if has_vae else None
-        sched_cfg = json.loads((self.path / "scheduler" / "scheduler_config.json").read_text())
-        self.schedule = Schedule({k: v for k, v in sched_cfg.items() if not k.startswith("_")})
-        if self.schedule.prediction_type not in ("epsilon", "v_prediction"):
-            raise MemcurvError(f"{self.path}: prediction_type {self.schedule.prediction_type!r} is not supported; memcurv handles 'epsilon' and 'v_prediction'.")
-        for m in (self.unet, self.text_encoder, self.vae):
-            if m is not None: m.requires_grad_(False)
+        with loading(self.path, "vae"):
+            self.vae = AutoencoderKL.from_pretrained(self.path, subfolder="vae", torch_dtype=self.dtype, **load).to(self.device).eval() if has_vae else None
+        self.schedule = Schedule(sched_cfg)
+        for name in ("unet", "text_encoder", "vae"):
+            if (m := getattr(self, name)) is not None: check_finite_weights(m, f"{self.path / name}").requires_grad_(False)
         size = self.unet.config.sample_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         self.latent_shape = (self.unet.config.in_channels, *size)
+        self._checked_prompts = set()   # prompts already checked for truncation: each is warned about once
+        check_prediction_label(self)
 
     def encode(self, prompts):
-        "Text-encoder hidden states (B, 77, d); prompts longer than the tokenizer allows are truncated with a warning."
+        "Text-encoder hidden states (B, 77, d); a prompt longer than the tokenizer allows is truncated, with one warning per prompt."
         n_max = self.tokenizer.model_max_length
-        for p in prompts:
-            n = len(self.tokenizer(p, truncation=False).input_ids)
-            if n > n_max:
-                warnings.warn(f"prompt {p[:40]!r}... is {n} tokens long but the tokenizer keeps {n_max}: it was truncated, "
-                              "so the model sees only its beginning. Shorten it to control what is kept.", stacklevel=2)
+        for p in dict.fromkeys(prompts):
+            if p in self._checked_prompts: continue
+            self._checked_prompts.add(p)
+            if (n := len(self.tokenizer(p, truncation=False).input_ids)) > n_max:
+                warnings.warn(f"prompt {p[:60]!r}{'...' if len(p) > 60 else ''} is {n} tokens long but the text encoder reads {n_max}: "
+                              "it was truncated, so the model sees only its beginning. Shorten it to control what is kept.", MemcurvWarning, stacklevel=2)
         ids = self.tokenizer(list(prompts), padding="max_length", max_length=n_max, truncation=True, return_tensors="pt").input_ids
         with torch.no_grad(): return self.text_encoder(ids.to(self.device))[0]
 

@@ -12,6 +12,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from tqdm.auto import tqdm
 from .core import DiffusionModel, MemcurvError, check_finite
+from .validate import check_sampling
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'Samples', 'resolve_steps', 'make_sampler', 'sampler_timesteps', 'initial_noise', 'branch_eps',
@@ -109,6 +110,7 @@ def _trajectory(model, prompt, seed, uncond, guidance, scheduler, idx, on_step, 
 def sample(model: DiffusionModel, prompts, seeds=(0,), steps: int = 50, guidance: float = 7.5, capture_steps=(-1,),
            timesteps=None, progress: bool = True, on_step=None, sampler: str = "ddim") -> Samples:
     "`sampler` (DDIM by default) + classifier-free guidance for every prompt × seed (or each prompt's own seeds), capturing x_t and decoding the images."
+    check_sampling(prompts, seeds, steps, guidance)
     all_t = sampler_timesteps(model.schedule, sampler, steps)
     idx = resolve_steps(all_t, capture_steps, timesteps)
     pairs = list(zip(*prompt_seed_pairs(prompts, seeds)))

@@ -147,7 +147,7 @@ def trajectory_recorder(model, n_samples: int, steps: int):
 
 PROCEDURES = {
     "reference": dict(sampler="ddim", steps=50, estimator="hutchinson", n_probes=16),   # the paper's
-    "fast": dict(sampler="dpm++", steps=10, estimator="probing", n_probes=4, distance=2),   # measured in tests/bench_estimators.py
+    "fast": dict(sampler="dpm++", steps=5, estimator="probing", n_probes=4, distance=2),   # measured in tests/bench_estimators.py
 }
 
 def procedure_settings(procedure: str = "fast", **given) -> dict:

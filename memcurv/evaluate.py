@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 from PIL import Image
-from scipy.stats import rankdata
+from scipy.stats import bootstrap
+from skimage.filters import threshold_otsu
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from .core import MemcurvError
 
@@ -165,39 +167,34 @@ def otsu_thresholds(scores: np.ndarray, bins: int = 256) -> np.ndarray:
     "Otsu's threshold for each image of `scores` (sample, y, x), values in [0, 1]."
     out = []
     for img in np.asarray(scores):
+        # A fixed [0, 1] histogram (skimage's own spans each image's range), so thresholds compare across images;
+        # skimage returns the centre of the last bin below the cut, memcurv predicts `>=` from that bin's upper edge.
         hist, edges = np.histogram(img, bins=bins, range=(0, 1))
-        p = hist / max(hist.sum(), 1)
-        centers = (edges[:-1] + edges[1:]) / 2
-        w0 = np.cumsum(p); mu = np.cumsum(p * centers)
-        between = (mu[-1] * w0 - mu) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
-        out.append(edges[np.argmax(between) + 1])
+        centers, half = (edges[:-1] + edges[1:]) / 2, (edges[1] - edges[0]) / 2
+        # One occupied bin has no split (skimage then has nothing to maximise): the first bin's upper edge, as before.
+        out.append(threshold_otsu(hist=(hist, centers)) + half if (hist > 0).sum() > 1 else edges[1])
     return np.array(out)
 
 # %% ../nbs/08_evaluate.ipynb #a3226878
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    "Area under the ROC curve (Mann-Whitney, ties counted half)."
+    "Area under the ROC curve (ties counted half), by scikit-learn; NaN without both classes."
     s, y = np.ravel(scores), np.ravel(positive).astype(bool)
-    n_pos, n_neg = y.sum(), (~y).sum()
-    if not n_pos or not n_neg: return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    if y.all() or not y.any(): return float("nan")
+    return float(roc_auc_score(y, s))
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    "Average precision: precision at each distinct score, weighted by the recall it adds."
+    "Average precision (precision at each distinct score, weighted by the recall it adds), by scikit-learn; NaN without positives."
     s, y = np.ravel(scores), np.ravel(positive).astype(bool)
     if not y.any(): return float("nan")
-    order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]   # end of each run of tied scores
-    tp = np.cumsum(y)[last]; precision = tp / (last + 1); recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
+    return float(average_precision_score(y, s))
 
 def tpr_at_fpr(scores: np.ndarray, positive: np.ndarray, fpr: float) -> float:
-    "True-positive rate at the strictest threshold whose false-positive rate is at most `fpr`."
+    "True-positive rate at the loosest threshold whose false-positive rate is at most `fpr` (scikit-learn's ROC curve)."
     s, y = np.ravel(scores), np.ravel(positive).astype(bool)
-    neg = np.sort(s[~y])[::-1]
-    k = int(np.floor(fpr * len(neg)))
-    return 1.0 if k >= len(neg) else float((s[y] > neg[k]).mean())
+    if y.all() or not y.any(): return float("nan")
+    # Every threshold, not only the curve's corners: a dropped collinear point can be the one just under `fpr`.
+    fprs, tprs, _ = roc_curve(y, s, drop_intermediate=False)
+    return float(tprs[fprs <= fpr].max())
 
 def detection_metrics(scores: np.ndarray, positive: np.ndarray) -> dict:
     "Per-sample detection: AUC and TPR at 1% and 3% FPR."
@@ -206,12 +203,13 @@ def detection_metrics(scores: np.ndarray, positive: np.ndarray) -> dict:
 
 # %% ../nbs/08_evaluate.ipynb #e0a9e45a
 def bootstrap_ci(statistic, n_samples: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    "Percentile bootstrap interval of `statistic(indices)` over `n_samples` samples."
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n_samples, n_samples)) for _ in range(n_boot)])
-    values = values[np.isfinite(values)]
-    if not len(values): return (float("nan"), float("nan"))
-    return tuple(float(q) for q in np.quantile(values, [(1 - level) / 2, (1 + level) / 2]))
+    "Percentile bootstrap interval of `statistic(indices)` over `n_samples` samples, by `scipy.stats.bootstrap` (NaN if a resample's statistic is)."
+    if n_samples < 1: return (float("nan"), float("nan"))
+    # scipy needs two observations; one sample resamples only to itself, so its interval is that one value.
+    if n_samples == 1: return (float(statistic(np.zeros(1, int))),) * 2
+    res = bootstrap((np.arange(n_samples),), statistic, n_resamples=n_boot, confidence_level=level, method="percentile",
+                    vectorized=False, rng=np.random.default_rng(seed))
+    return tuple(float(v) for v in res.confidence_interval)
 
 # %% ../nbs/08_evaluate.ipynb #f4be8602
 SUBSETS = {"TV": ("TV",), "MV": ("MV", "RV"), "N": ("N",), "all": ("TV", "MV", "RV", "N")}

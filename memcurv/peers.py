@@ -19,7 +19,8 @@ from .sampling import branch_eps, initial_noise, prompt_seed_pairs, sample
 
 # %% auto #0
 __all__ = ['TOKEN_SIGNIFICANCE', 'ANISOTROPY_GAMMAS', 'PEERS', 'per_sample', 'wen_norm', 'token_significance', 'sd_family',
-           'anisotropy', 'sharpness', 'AttentionRecorder', 'top_cross_attention', 'bright_ending', 'peer_methods']
+           'anisotropy', 'sharpness', 'AttentionRecorder', 'top_cross_attention', 'bright_ending', 'flipd_lid',
+           'peer_methods']
 
 # %% ../nbs/09_peers.ipynb #98fa0035
 def _sample_coords(prompts, seeds) -> dict:
@@ -227,6 +228,32 @@ def bright_ending(model, prompts, seeds=range(4), steps: int = 50, guidance: flo
     finally: model.unet.set_attn_processor(original)
     return xr.DataArray(np.stack(maps), dims=("sample", "y", "x"), name="bright_ending",
                         coords={**_sample_coords(all_prompts, all_seeds), "score": ("sample", scores)})
+
+# %% ../nbs/09_peers.ipynb #d6b99b6b
+def flipd_lid(ds: xr.Dataset, timestep=None) -> xr.Dataset:
+    "FLIPD's LID per sample and branch (D - sigma^2 sum kappa) at `timestep` (default: the last captured) and its detectors, from the stored probes."
+    missing = [v for v in ("curvature", "curvature_diff") if v not in ds]
+    if missing: raise MemcurvError(f"the Dataset lacks {missing}: FLIPD reads the curvature probes of `curvature_maps` (or `memcurv maps`).")
+    if timestep is not None and timestep not in ds.timestep.values:
+        raise MemcurvError(f"timestep {timestep} was not captured: use one of {ds.timestep.values.tolist()}.")
+    start = time.perf_counter()
+    at = ds.isel(timestep=-1) if timestep is None else ds.sel(timestep=timestep)
+    coords = ("channel", "y", "x")
+    D, s2 = int(np.prod([ds.sizes[d] for d in coords])), float(at.sigma) ** 2
+    collapsed = s2 * at.curvature.astype(np.float64).sum(coords)            # -sigma^2 tr(grad s) per branch
+    out = {"flipd_lid": (D - collapsed).drop_vars(["timestep", "alpha", "sigma", "step"], errors="ignore"),
+           "flipd": collapsed.sel(branch="cond", drop=True)}
+    for b in at.baseline.values:
+        out[f"flipd_{b}"] = (s2 * at.curvature_diff.sel(baseline=b, drop=True).astype(np.float64).sum(coords))
+    out = xr.Dataset({k: v.drop_vars(["timestep", "alpha", "sigma", "step"], errors="ignore") for k, v in out.items()})
+    extra = time.perf_counter() - start
+    shared = float(ds.attrs.get("seconds_sampling", np.nan)) + float(ds.attrs.get("seconds_curvature", np.nan))
+    for k in out.data_vars:
+        # What a user pays for it: the curvature maps it reads, plus the reading (no model call, no Jacobian product)
+        out[k].attrs.update(seconds=shared + extra, seconds_extra=extra, jacobian_products_extra=0, timestep=int(at.timestep))
+    out.flipd_lid.attrs["long_name"] = "FLIPD local intrinsic dimension D - sigma^2 tr(-H) (trace term), per branch"
+    out.flipd.attrs["long_name"] = "D - FLIPD LID of the conditional branch: collapsed directions (higher: more memorized)"
+    return out
 
 # %% ../nbs/09_peers.ipynb #0861011b
 PEERS = ("wen_norm", "token_significance", "anisotropy", "sharpness", "bright_ending")

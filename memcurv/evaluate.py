@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 from PIL import Image
-from scipy.stats import bootstrap
+from scipy.stats import bootstrap, rankdata
 from skimage.filters import threshold_otsu
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -23,7 +23,7 @@ __all__ = ['CHANNEL_REDUCTIONS', 'REFERENCE_SIZE', 'REFERENCE_THRESHOLDS', 'SUBS
            'reference_maps', 'reference_masks', 'reference_normalise', 'threshold_counts', 'best_over_thresholds',
            'reference_counts', 'reference_metrics', 'calibrated_threshold', 'otsu_thresholds', 'auroc',
            'average_precision', 'tpr_at_fpr', 'detection_metrics', 'bootstrap_ci', 'calibration_split',
-           'evaluate_dataset', 'paper_table']
+           'detector_scores', 'evaluate_dataset', 'paper_table']
 
 # %% ../nbs/08_evaluate.ipynb #38f5143f
 CHANNEL_REDUCTIONS = ("sum", "abs", "max")
@@ -226,6 +226,14 @@ def calibration_split(prompts, labels=None) -> np.ndarray:
         if p not in rank: rank[p] = seen[l] = seen.get(l, -1) + 1
     return np.array([rank[p] % 2 == 0 for p in prompts])
 
+def detector_scores(v: xr.DataArray) -> np.ndarray:
+    "A per-sample detector's values oriented so that higher means memorized (`attrs['memorized_when'] == 'lower'` flips them), as ranks when some are infinite."
+    s = np.asarray(v.values, dtype=float) * (-1 if v.attrs.get("memorized_when") == "lower" else 1)
+    if not np.isinf(s).any(): return s
+    # An infinite value is a real one (InvMM's "never reproduced"): AUC and TPR only use the order, which ranks keep.
+    ok = ~np.isnan(s)
+    return np.where(ok, rankdata(np.where(ok, s, 0)), np.nan)
+
 def _detection(scores, labels, subset) -> dict:
     "Memorized samples of `subset` against the not-memorized ones; NaN without both (as for subset N). Non-finite scores are left out."
     pos, neg = np.isin(labels, SUBSETS[subset]) & (labels != "N"), labels == "N"
@@ -241,9 +249,13 @@ def _seconds(ds, name) -> float:
     part = "seconds_score" if name.startswith("ds_") else "seconds_curvature"
     return float(ds.attrs["seconds_sampling"] + ds.attrs[part])
 
-def _items(ds, masks, labels, samples):
+def _items(ds, masks, labels, samples, need_masks: bool = True):
     "(masks, labels, samples) of the evaluated items, checked: by default one item per sample, from `gt_mask` and `label`."
     n = ds.sizes["sample"]
+    if "label" not in ds.coords and labels is None: raise MemcurvError("the Dataset has no `label`: add the ground truth (memcurv.groundtruth.with_truth) or pass labels.")
+    if masks is None and "gt_mask" not in ds:
+        if need_masks: raise MemcurvError("the Dataset has maps but no `gt_mask`: add the ground truth (memcurv.groundtruth.with_truth) or pass masks.")
+        masks = np.zeros((n if samples is None else len(samples), 1, 1), bool)   # detectors only: no pixel is scored
     masks = np.asarray(ds.gt_mask.values if masks is None else masks).astype(bool)
     labels = np.asarray(ds.label.values if labels is None else labels).astype(str)
     if samples is None:
@@ -286,11 +298,12 @@ def evaluate_dataset(ds: xr.Dataset, masks=None, labels=None, samples=None, time
                      per: str = "dataset", protocol: str = "all", n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     "The tidy table of every map (at `timestep`, channels reduced by `channel`) and detector in `ds`, under the rules of `protocol`."
     if protocol not in PROTOCOLS: raise MemcurvError(f"unknown protocol {protocol!r}: use one of {list(PROTOCOLS)}.")
-    masks, labels, samples = _items(ds, masks, labels, samples)
+    has_maps = "curvature" in ds     # a Dataset of detectors alone (InvMM's, for one) has no maps to localize with
+    masks, labels, samples = _items(ds, masks, labels, samples, need_masks=has_maps)
     rules = PROTOCOLS[protocol]
-    maps = method_maps(ds, timestep, channel)
+    maps = method_maps(ds, timestep, channel) if has_maps else xr.DataArray(np.zeros((0, ds.sizes["sample"], 1, 1)), dims=("map", "sample", "y", "x"))
     finite = np.isfinite(maps).all(("y", "x"))                         # (map, sample): maps to skip
-    own = [r for r in rules if r != "reference"]
+    own = [r for r in rules if r != "reference"] if has_maps else []
     if own:
         at_masks = maps if (maps.sizes["y"], maps.sizes["x"]) == masks.shape[1:] else upsample(maps, masks.shape[1:])
         norm = normalise(at_masks.where(finite), per)
@@ -316,11 +329,11 @@ def evaluate_dataset(ds: xr.Dataset, masks=None, labels=None, samples=None, time
                 found = _threshold_rows(s, masks, labels, keep, ok, calib, calibrated, n_boot, seed)
                 rows += [dict(common, threshold_rule=rule, **found[rule]) for rule in own if rule in found]
     for name, v in ds.data_vars.items():
-        if v.dims != ("sample",) or name == "label": continue
+        if v.dims != ("sample",) or name == "label" or not np.issubdtype(v.dtype, np.number) or v.attrs.get("detector", 1) == 0: continue
         for subset in SUBSETS:
             n = int(np.isin(det_labels, SUBSETS[subset]).sum())
             if subset != "N" and n:
-                rows.append(dict(method=name, subset=subset, threshold_rule="none", **_detection(v.values[det_samples], det_labels, subset),
+                rows.append(dict(method=name, subset=subset, threshold_rule="none", **_detection(detector_scores(v)[det_samples], det_labels, subset),
                                  seconds=_seconds(ds, name), n_samples=n))
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 

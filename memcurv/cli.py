@@ -23,6 +23,9 @@ def _maps(args):
         seeds = webster_seeds(args.ground_truth)
         prompts = prompts or list(seeds)
     if not prompts: raise MemcurvError("no prompts: pass --prompt (repeat for several) or --ground-truth with Webster's captions.")
+    if args.originals:   # read them before the long run: a missing or empty folder fails at once
+        from memcurv.fbmem_invmm import AttentionSegmenter, fb_mem_maps, load_originals
+        originals, names = load_originals(args.originals)
     model, ckpt = load_model(args.pipeline, checkpoint=args.checkpoint, dtype=args.dtype, device=args.device)
     ds = curvature_maps(model, prompts, seeds=seeds, checkpoint=ckpt, checkpoint_text=args.checkpoint_text, steps=args.steps, guidance=args.guidance,
                         capture_steps=args.capture_steps, timesteps=args.timesteps, estimator=args.estimator,
@@ -30,6 +33,7 @@ def _maps(args):
     if args.peers:
         from memcurv.peers import peer_methods
         ds = ds.merge(peer_methods(model, ds, batch_size=args.batch_size))
+    if args.originals: ds = ds.merge(fb_mem_maps(ds, originals, AttentionSegmenter(model), original_names=names))
     print(f"wrote {save_maps(ds, args.out)}: {dict(ds.sizes)}")
 
 def _demo(args):
@@ -104,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16")
     m.add_argument("--device", default="cpu")
     m.add_argument("--out", default="maps.nc", help="output .nc or .zarr")
-    m.add_argument("--peers", action="store_true", help="also run the peer methods (Wen, Anisotropy, sharpness, Bright Ending) on the same generations")
+    m.add_argument("--peers", action="store_true", help="also run the peer methods (Wen, Anisotropy, sharpness, Bright Ending, FLIPD) on the same generations")
+    m.add_argument("--originals", help="folder of training images (the generations' size): adds FB-Mem with the weight-free attention segmenter")
     m.set_defaults(run=_maps)
     d = sub.add_parser("demo", help="the bundled MemLab model: planted memorization, every map, scored against the ground truth")
     d.add_argument("--out", default="demo-out", help="output folder")

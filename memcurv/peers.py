@@ -256,7 +256,7 @@ def flipd_lid(ds: xr.Dataset, timestep=None) -> xr.Dataset:
     return out
 
 # %% ../nbs/09_peers.ipynb #0861011b
-PEERS = ("wen_norm", "token_significance", "anisotropy", "sharpness", "bright_ending")
+PEERS = ("wen_norm", "token_significance", "anisotropy", "sharpness", "bright_ending", "flipd")
 
 def peer_methods(model: DiffusionModel, ds: xr.Dataset, methods=PEERS, batch_size: int = 8, progress: bool = True) -> xr.Dataset:
     "Each peer method on the prompts × seeds of a maps Dataset, with its wall time in `attrs['seconds']`; merge the result into `ds`."
@@ -276,6 +276,9 @@ def peer_methods(model: DiffusionModel, ds: xr.Dataset, methods=PEERS, batch_siz
                 bright_ending=lambda: bright_ending(model, prompts, seeds, steps, guidance, batch_size))
     out = {}
     for name in tqdm(methods, desc="peer methods", disable=not progress):
+        if name == "flipd":   # read from the Dataset's own probes; it times itself
+            out.update({k: v.drop_vars(["prompt", "seed"]) for k, v in flipd_lid(ds).data_vars.items()})
+            continue
         start = time.perf_counter()
         result = runs[name]().drop_vars(["prompt", "seed"])
         if name == "bright_ending":   # one generation gives the map and the localized detection score

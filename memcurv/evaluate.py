@@ -76,6 +76,7 @@ def segmentation_metrics(pred: np.ndarray, masks: np.ndarray) -> dict:
     "Global IoU, mean IoU, pixel accuracy and (global) Dice of boolean predictions against masks, both (sample, y, x)."
     pred, masks = np.asarray(pred, bool), np.asarray(masks, bool)
     if pred.shape != masks.shape: raise MemcurvError(f"predictions {pred.shape} and masks {masks.shape} differ: upsample the maps first.")
+    # By hand: scikit-learn's jaccard/f1 score one flat set at a time; these are per-image and global counts of whole batches at once.
     ax = tuple(range(1, pred.ndim))
     inter, union = (pred & masks).sum(ax), (pred | masks).sum(ax)
     per_image = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
@@ -120,6 +121,7 @@ def reference_normalise(maps) -> np.ndarray:
 def threshold_counts(scores, masks, thresholds=None) -> dict:
     "Per image and threshold (default: the reference's 101), for the prediction `scores > threshold`: `inter`, `union` and `correct` pixels as (n, T) arrays, `pixels` per image."
     thresholds = REFERENCE_THRESHOLDS if thresholds is None else np.asarray(thresholds)
+    # By hand: no package counts per-image confusion at a fixed threshold grid with the reference's strict `>` in one pass.
     scores, masks = np.asarray(scores), np.asarray(masks, bool)
     n, T = len(scores), len(thresholds)
     below = np.searchsorted(thresholds, scores.reshape(n, -1), side="left")   # how many thresholds lie strictly below each score

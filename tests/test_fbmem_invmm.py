@@ -98,5 +98,5 @@ def test_cli_maps_with_peers_and_originals(tiny_sd, tmp_path):
     assert r.returncode == 2 and "holds no originals" in r.stderr and "Traceback" not in r.stderr
     big = tmp_path / "big"; big.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(big / "a.png")
-    r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--steps", 2, "--n-probes", 1, "--originals", big, "--out", tmp_path / "y.nc")
+    r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--steps", 2, "--n-probes", 2, "--originals", big, "--out", tmp_path / "y.nc")
     assert r.returncode == 2 and "resize them to the generation size" in r.stderr

@@ -24,15 +24,29 @@ def _latent_shape(folder) -> tuple:
     size = cfg["sample_size"]
     return (cfg["in_channels"], *((size, size) if isinstance(size, int) else size))
 
+def _run_settings(args) -> dict:
+    "Steps, sampler, estimator, n_probes and estimator options of the run: the procedure's, with what was given on the command line."
+    from memcurv.maps import procedure_settings
+    options = _estimator_options(args) if "distance" in args else {}
+    return procedure_settings(args.procedure, steps=args.steps, sampler=getattr(args, "sampler", None), estimator=args.estimator,
+                              n_probes=args.n_probes, **options)
+
 def _check_run_args(args, folder, shape):
     "What `maps` and `demo` share: sampling, estimator and probe arguments against a pipeline of latent `shape`."
     from memcurv.core import Schedule
     from memcurv.sampling import resolve_steps, sampler_timesteps
     from memcurv.validate import check_estimator, check_int, check_scheduler_config
     schedule = Schedule(check_scheduler_config(folder))
-    check_int(args.steps, "--steps", 1, schedule.num_train_timesteps)
-    resolve_steps(sampler_timesteps(schedule, getattr(args, "sampler", "ddim"), args.steps), getattr(args, "capture_steps", (-1,)), getattr(args, "timesteps", None))
-    check_estimator(args.estimator, args.n_probes, shape, **(_estimator_options(args) if "distance" in args else {}))   # demo: default colouring
+    run = _run_settings(args)
+    steps, sampler, estimator, n_probes = (run.pop(k) for k in ("steps", "sampler", "estimator", "n_probes"))
+    check_int(steps, "--steps", 1, schedule.num_train_timesteps)
+    resolve_steps(sampler_timesteps(schedule, sampler, steps), getattr(args, "capture_steps", (-1,)), getattr(args, "timesteps", None))
+    try: check_estimator(estimator, n_probes, shape, **run)
+    except MemcurvError as e:
+        if args.estimator: raise
+        raise MemcurvError(f"{e} The {args.procedure} procedure chose --estimator {estimator}: pass --estimator hutchinson for any count, "
+                           "or --procedure reference.") from None
+    return steps
 
 def _check_maps_args(args, prompts, seeds):
     "Every argument of `memcurv maps`, and the folders it reads and the file it writes."
@@ -44,8 +58,8 @@ def _check_maps_args(args, prompts, seeds):
     check_int(args.batch_size, "--batch-size", 1); check_int(args.probe_seed, "--probe-seed"); parse_dtype(args.dtype); check_device(args.device)
     for folder in [args.pipeline] + ([args.checkpoint] if args.checkpoint else []):
         check_pipeline_folder(folder); check_scheduler_config(folder); check_weight_files(folder)
-    if args.peers and args.steps < 3: raise MemcurvError(f"--peers needs --steps >= 3 (Anisotropy reads the third-last step), got {args.steps}.")
-    _check_run_args(args, args.pipeline, _latent_shape(args.pipeline))
+    steps = _check_run_args(args, args.pipeline, _latent_shape(args.pipeline))
+    if args.peers and steps < 3: raise MemcurvError(f"--peers needs --steps >= 3 (Anisotropy reads the third-last step), got {steps}.")
 
 # %% ../nbs/07_cli.ipynb #0e45b09a
 def _estimator_options(args) -> dict:
@@ -62,6 +76,9 @@ def _maps(args):
         prompts = prompts or list(seeds)
     if not prompts: raise MemcurvError("no prompts: pass --prompt (repeat for several) or --ground-truth with Webster's captions.")
     _check_maps_args(args, prompts, seeds)
+    if args.originals:   # read them before the long run: a missing or empty folder fails at once
+        from memcurv.fbmem_invmm import AttentionSegmenter, fb_mem_maps, load_originals
+        originals, names = load_originals(args.originals)
     model, ckpt = load_model(args.pipeline, checkpoint=args.checkpoint, dtype=args.dtype, device=args.device)
     ds = curvature_maps(model, prompts, seeds=seeds, procedure=args.procedure, checkpoint=ckpt, checkpoint_text=args.checkpoint_text, steps=args.steps, guidance=args.guidance,
                         capture_steps=args.capture_steps, timesteps=args.timesteps, sampler=args.sampler, estimator=args.estimator,
@@ -69,6 +86,7 @@ def _maps(args):
     if args.peers:
         from memcurv.peers import peer_methods
         ds = ds.merge(peer_methods(model, ds, batch_size=args.batch_size))
+    if args.originals: ds = ds.merge(fb_mem_maps(ds, originals, AttentionSegmenter(model), original_names=names))
     print(f"wrote {save_maps(ds, args.out)}: {dict(ds.sizes)}")
 
 def _demo(args):
@@ -150,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--capture-steps", type=int, nargs="+", default=[-1], help="DDIM step indices to measure at (default: the last)")
     m.add_argument("--timesteps", type=int, nargs="+", help="scheduler timesteps to measure at, instead of --capture-steps")
     m.add_argument("--sampler", choices=["ddim", "dpm++"], help="ddim (the reference's) or dpm++ (DPM-Solver++, fewer steps); default: the procedure's")
-    m.add_argument("--estimator", choices=["exact", "hutchinson", "probing", "diagpp", "fd"],
+    m.add_argument("--estimator",
                    help="hutchinson (the reference), probing (coloured probes), diagpp (low rank + Hutchinson), exact or fd (one product per coordinate)")
     m.add_argument("--distance", type=int, help="probing: coordinates this many pixels apart share a colour (default: the procedure's, or 4)")
     m.add_argument("--channels", choices=["shifted", "split", "shared"],
@@ -161,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16")
     m.add_argument("--device", default="cpu")
     m.add_argument("--out", default="maps.nc", help="output .nc or .zarr")
-    m.add_argument("--peers", action="store_true", help="also run the peer methods (Wen, Anisotropy, sharpness, Bright Ending) on the same generations")
+    m.add_argument("--peers", action="store_true", help="also run the peer methods (Wen, Anisotropy, sharpness, Bright Ending, FLIPD) on the same generations")
+    m.add_argument("--originals", help="folder of training images (the generations' size): adds FB-Mem with the weight-free attention segmenter")
     m.set_defaults(run=_maps)
     d = sub.add_parser("demo", help="the bundled MemLab model: planted memorization, every map, scored against the ground truth")
     d.add_argument("--out", default="demo-out", help="output folder")
@@ -169,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (100 and up: seeds no shipped number was measured on)")
     d.add_argument("--procedure", default="fast", choices=["fast", "reference"], help="fast (the default) or reference (the paper's procedure)")
     d.add_argument("--steps", type=int, help="sampling steps (default: the procedure's)")
-    d.add_argument("--estimator", choices=["exact", "hutchinson", "probing", "diagpp", "fd"], help="default: the procedure's")
+    d.add_argument("--estimator", help="exact, hutchinson, probing, diagpp or fd (default: the procedure's)")
     d.add_argument("--n-probes", type=int, help="default: the procedure's")
     d.add_argument("--no-peers", dest="peers", action="store_false", help="skip the peer methods")
     d.set_defaults(run=_demo)

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 from PIL import Image
-from scipy.stats import rankdata
+from scipy.stats import bootstrap, rankdata
+from skimage.filters import threshold_otsu
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from .core import MemcurvError
 from .validate import check_maps_dataset
@@ -22,7 +24,7 @@ __all__ = ['CHANNEL_REDUCTIONS', 'REFERENCE_SIZE', 'REFERENCE_THRESHOLDS', 'SUBS
            'reference_maps', 'reference_masks', 'reference_normalise', 'threshold_counts', 'best_over_thresholds',
            'reference_counts', 'reference_metrics', 'calibrated_threshold', 'otsu_thresholds', 'auroc',
            'average_precision', 'tpr_at_fpr', 'detection_metrics', 'bootstrap_ci', 'calibration_split',
-           'evaluate_dataset', 'paper_table']
+           'detector_scores', 'evaluate_dataset', 'paper_table']
 
 # %% ../nbs/08_evaluate.ipynb #38f5143f
 CHANNEL_REDUCTIONS = ("sum", "abs", "max")
@@ -75,6 +77,7 @@ def segmentation_metrics(pred: np.ndarray, masks: np.ndarray) -> dict:
     "Global IoU, mean IoU, pixel accuracy and (global) Dice of boolean predictions against masks, both (sample, y, x)."
     pred, masks = np.asarray(pred, bool), np.asarray(masks, bool)
     if pred.shape != masks.shape: raise MemcurvError(f"predictions {pred.shape} and masks {masks.shape} differ: upsample the maps first.")
+    # By hand: scikit-learn's jaccard/f1 score one flat set at a time; these are per-image and global counts of whole batches at once.
     ax = tuple(range(1, pred.ndim))
     inter, union = (pred & masks).sum(ax), (pred | masks).sum(ax)
     per_image = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
@@ -119,6 +122,7 @@ def reference_normalise(maps) -> np.ndarray:
 def threshold_counts(scores, masks, thresholds=None) -> dict:
     "Per image and threshold (default: the reference's 101), for the prediction `scores > threshold`: `inter`, `union` and `correct` pixels as (n, T) arrays, `pixels` per image."
     thresholds = REFERENCE_THRESHOLDS if thresholds is None else np.asarray(thresholds)
+    # By hand: no package counts per-image confusion at a fixed threshold grid with the reference's strict `>` in one pass.
     scores, masks = np.asarray(scores), np.asarray(masks, bool)
     n, T = len(scores), len(thresholds)
     below = np.searchsorted(thresholds, scores.reshape(n, -1), side="left")   # how many thresholds lie strictly below each score
@@ -166,39 +170,34 @@ def otsu_thresholds(scores: np.ndarray, bins: int = 256) -> np.ndarray:
     "Otsu's threshold for each image of `scores` (sample, y, x), values in [0, 1]."
     out = []
     for img in np.asarray(scores):
+        # A fixed [0, 1] histogram (skimage's own spans each image's range), so thresholds compare across images;
+        # skimage returns the centre of the last bin below the cut, memcurv predicts `>=` from that bin's upper edge.
         hist, edges = np.histogram(img, bins=bins, range=(0, 1))
-        p = hist / max(hist.sum(), 1)
-        centers = (edges[:-1] + edges[1:]) / 2
-        w0 = np.cumsum(p); mu = np.cumsum(p * centers)
-        between = (mu[-1] * w0 - mu) ** 2 / np.maximum(w0 * (1 - w0), 1e-12)
-        out.append(edges[np.argmax(between) + 1])
+        centers, half = (edges[:-1] + edges[1:]) / 2, (edges[1] - edges[0]) / 2
+        # One occupied bin has no split (skimage then has nothing to maximise): the first bin's upper edge, as before.
+        out.append(threshold_otsu(hist=(hist, centers)) + half if (hist > 0).sum() > 1 else edges[1])
     return np.array(out)
 
 # %% ../nbs/08_evaluate.ipynb #a3226878
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    "Area under the ROC curve (Mann-Whitney, ties counted half)."
+    "Area under the ROC curve (ties counted half), by scikit-learn; NaN without both classes."
     s, y = np.ravel(scores), np.ravel(positive).astype(bool)
-    n_pos, n_neg = y.sum(), (~y).sum()
-    if not n_pos or not n_neg: return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    if y.all() or not y.any(): return float("nan")
+    return float(roc_auc_score(y, s))
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    "Average precision: precision at each distinct score, weighted by the recall it adds."
+    "Average precision (precision at each distinct score, weighted by the recall it adds), by scikit-learn; NaN without positives."
     s, y = np.ravel(scores), np.ravel(positive).astype(bool)
     if not y.any(): return float("nan")
-    order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]   # end of each run of tied scores
-    tp = np.cumsum(y)[last]; precision = tp / (last + 1); recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0, recall]) * precision))
+    return float(average_precision_score(y, s))
 
 def tpr_at_fpr(scores: np.ndarray, positive: np.ndarray, fpr: float) -> float:
-    "True-positive rate at the strictest threshold whose false-positive rate is at most `fpr`."
+    "True-positive rate at the loosest threshold whose false-positive rate is at most `fpr` (scikit-learn's ROC curve)."
     s, y = np.ravel(scores), np.ravel(positive).astype(bool)
-    neg = np.sort(s[~y])[::-1]
-    k = int(np.floor(fpr * len(neg)))
-    return 1.0 if k >= len(neg) else float((s[y] > neg[k]).mean())
+    if y.all() or not y.any(): return float("nan")
+    # Every threshold, not only the curve's corners: a dropped collinear point can be the one just under `fpr`.
+    fprs, tprs, _ = roc_curve(y, s, drop_intermediate=False)
+    return float(tprs[fprs <= fpr].max())
 
 def detection_metrics(scores: np.ndarray, positive: np.ndarray) -> dict:
     "Per-sample detection: AUC and TPR at 1% and 3% FPR."
@@ -207,12 +206,13 @@ def detection_metrics(scores: np.ndarray, positive: np.ndarray) -> dict:
 
 # %% ../nbs/08_evaluate.ipynb #e0a9e45a
 def bootstrap_ci(statistic, n_samples: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    "Percentile bootstrap interval of `statistic(indices)` over `n_samples` samples."
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n_samples, n_samples)) for _ in range(n_boot)])
-    values = values[np.isfinite(values)]
-    if not len(values): return (float("nan"), float("nan"))
-    return tuple(float(q) for q in np.quantile(values, [(1 - level) / 2, (1 + level) / 2]))
+    "Percentile bootstrap interval of `statistic(indices)` over `n_samples` samples, by `scipy.stats.bootstrap` (NaN if a resample's statistic is)."
+    if n_samples < 1: return (float("nan"), float("nan"))
+    # scipy needs two observations; one sample resamples only to itself, so its interval is that one value.
+    if n_samples == 1: return (float(statistic(np.zeros(1, int))),) * 2
+    res = bootstrap((np.arange(n_samples),), statistic, n_resamples=n_boot, confidence_level=level, method="percentile",
+                    vectorized=False, rng=np.random.default_rng(seed))
+    return tuple(float(v) for v in res.confidence_interval)
 
 # %% ../nbs/08_evaluate.ipynb #f4be8602
 SUBSETS = {"TV": ("TV",), "MV": ("MV", "RV"), "N": ("N",), "all": ("TV", "MV", "RV", "N")}
@@ -229,6 +229,14 @@ def calibration_split(prompts, labels=None) -> np.ndarray:
         if p not in rank: rank[p] = seen[l] = seen.get(l, -1) + 1
     return np.array([rank[p] % 2 == 0 for p in prompts])
 
+def detector_scores(v: xr.DataArray) -> np.ndarray:
+    "A per-sample detector's values oriented so that higher means memorized (`attrs['memorized_when'] == 'lower'` flips them), as ranks when some are infinite."
+    s = np.asarray(v.values, dtype=float) * (-1 if v.attrs.get("memorized_when") == "lower" else 1)
+    if not np.isinf(s).any(): return s
+    # An infinite value is a real one (InvMM's "never reproduced"): AUC and TPR only use the order, which ranks keep.
+    ok = ~np.isnan(s)
+    return np.where(ok, rankdata(np.where(ok, s, 0)), np.nan)
+
 def _detection(scores, labels, subset) -> dict:
     "Memorized samples of `subset` against the not-memorized ones; NaN without both (as for subset N). Non-finite scores are left out."
     pos, neg = np.isin(labels, SUBSETS[subset]) & (labels != "N"), labels == "N"
@@ -244,9 +252,13 @@ def _seconds(ds, name) -> float:
     part = "seconds_score" if name.startswith("ds_") else "seconds_curvature"
     return float(ds.attrs["seconds_sampling"] + ds.attrs[part])
 
-def _items(ds, masks, labels, samples):
+def _items(ds, masks, labels, samples, need_masks: bool = True):
     "(masks, labels, samples) of the evaluated items, checked: by default one item per sample, from `gt_mask` and `label`."
     n = ds.sizes["sample"]
+    if "label" not in ds.coords and labels is None: raise MemcurvError("the Dataset has no `label`: add the ground truth (memcurv.groundtruth.with_truth) or pass labels.")
+    if masks is None and "gt_mask" not in ds:
+        if need_masks: raise MemcurvError("the Dataset has maps but no `gt_mask`: add the ground truth (memcurv.groundtruth.with_truth) or pass masks.")
+        masks = np.zeros((n if samples is None else len(samples), 1, 1), bool)   # detectors only: no pixel is scored
     masks = np.asarray(ds.gt_mask.values if masks is None else masks).astype(bool)
     labels = np.asarray(ds.label.values if labels is None else labels).astype(str)
     if samples is None:
@@ -290,11 +302,12 @@ def evaluate_dataset(ds: xr.Dataset, masks=None, labels=None, samples=None, time
     "The tidy table of every map (at `timestep`, channels reduced by `channel`) and detector in `ds`, under the rules of `protocol`."
     check_maps_dataset(ds, need=("curvature", "curvature_diff", "score_diff"))
     if protocol not in PROTOCOLS: raise MemcurvError(f"unknown protocol {protocol!r}: use one of {list(PROTOCOLS)}.")
-    masks, labels, samples = _items(ds, masks, labels, samples)
+    has_maps = "curvature" in ds     # a Dataset of detectors alone (InvMM's, for one) has no maps to localize with
+    masks, labels, samples = _items(ds, masks, labels, samples, need_masks=has_maps)
     rules = PROTOCOLS[protocol]
-    maps = method_maps(ds, timestep, channel)
+    maps = method_maps(ds, timestep, channel) if has_maps else xr.DataArray(np.zeros((0, ds.sizes["sample"], 1, 1)), dims=("map", "sample", "y", "x"))
     finite = np.isfinite(maps).all(("y", "x"))                         # (map, sample): maps to skip
-    own = [r for r in rules if r != "reference"]
+    own = [r for r in rules if r != "reference"] if has_maps else []
     if own:
         at_masks = maps if (maps.sizes["y"], maps.sizes["x"]) == masks.shape[1:] else upsample(maps, masks.shape[1:])
         norm = normalise(at_masks.where(finite), per)
@@ -320,11 +333,11 @@ def evaluate_dataset(ds: xr.Dataset, masks=None, labels=None, samples=None, time
                 found = _threshold_rows(s, masks, labels, keep, ok, calib, calibrated, n_boot, seed)
                 rows += [dict(common, threshold_rule=rule, **found[rule]) for rule in own if rule in found]
     for name, v in ds.data_vars.items():
-        if v.dims != ("sample",) or name == "label": continue
+        if v.dims != ("sample",) or name == "label" or not np.issubdtype(v.dtype, np.number) or v.attrs.get("detector", 1) == 0: continue
         for subset in SUBSETS:
             n = int(np.isin(det_labels, SUBSETS[subset]).sum())
             if subset != "N" and n:
-                rows.append(dict(method=name, subset=subset, threshold_rule="none", **_detection(v.values[det_samples], det_labels, subset),
+                rows.append(dict(method=name, subset=subset, threshold_rule="none", **_detection(detector_scores(v)[det_samples], det_labels, subset),
                                  seconds=_seconds(ds, name), n_samples=n))
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 

@@ -21,7 +21,7 @@ from .evaluate import (CHANNEL_REDUCTIONS, auroc, average_precision, channel_map
 # %% auto #0
 __all__ = ['REQUIRED', 'QUANTITIES', 'BRANCH_COLOURS', 'BRANCH_DASH', 'PANELS', 'check_maps', 'reduce_channels', 'panel_maps',
            'collapse_map', 'threshold_mask', 'sample_options', 'CurvatureExplorer', 'sample_metrics',
-           'MethodComparison']
+           'sample_detectors', 'MethodComparison']
 
 # %% ../nbs/16_widgets.ipynb #516bc151
 REQUIRED = ("curvature", "posterior_var", "curvature_diff", "score_diff", "image")
@@ -280,6 +280,13 @@ def sample_metrics(maps: xr.DataArray, gt: np.ndarray | None) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
+def sample_detectors(ds: xr.Dataset, i: int) -> pd.DataFrame:
+    "Sample `i`'s per-sample detector scores stored in `ds` (FLIPD, FB-Mem, the peers' ...), and FB-Mem's class when present."
+    names = [k for k, v in ds.data_vars.items() if v.dims == ("sample",) and np.issubdtype(v.dtype, np.number) and v.attrs.get("detector", 1) != 0]
+    rows = [dict(detector=k, value=float(ds[k].values[i])) for k in names]
+    if "fbmem_class" in ds.coords: rows.append(dict(detector="fbmem_class", value=str(ds.fbmem_class.values[i])))
+    return pd.DataFrame(rows, columns=["detector", "value"])
+
 # %% ../nbs/16_widgets.ipynb #1656e71b
 class MethodComparison(widgets.VBox):
     "Every method's map for one sample side by side, with the sample's metrics (and a dataset table if given)."
@@ -289,6 +296,7 @@ class MethodComparison(widgets.VBox):
         self.table = widgets.HTML()
         self._maps = lru_cache(cache_size)(self._read_maps)
         self.methods = [str(m) for m in self._maps(sample, self.timestep.value).map.values if m != "all-ones"]
+        self.detectors = list(sample_detectors(ds.isel(sample=[sample]), 0).detector)
         cols = ["image", *self.methods]
         fig = make_subplots(rows=1, cols=len(cols), subplot_titles=cols, horizontal_spacing=0.01)
         fig.add_trace(go.Image(name="image"), 1, 1)
@@ -324,7 +332,10 @@ class MethodComparison(widgets.VBox):
             for trace, m in zip(self.figure.data[2:], self.methods): trace.z = norm.sel(map=m).values
             self.figure.layout.title.text = f"sample {s}: {self.ds.prompt.values[s]} · t={t}"
         html = sample_metrics(maps, gt).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–")
+        if self.detectors:   # the per-sample scores of the detectors (FLIPD, FB-Mem, Wen, ...) stored alongside
+            html += "<h4>Detectors</h4>" + sample_detectors(self.ds.isel(sample=[s]), 0).to_html(
+                index=False, formatters={"value": lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)})
         if self.metrics is not None:
-            rows = self.metrics[self.metrics.method.isin([*self.methods, "all-ones"])]
+            rows = self.metrics[self.metrics.method.isin([*self.methods, "all-ones", *self.detectors])]
             html += "<h4>Dataset</h4>" + rows.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–")
         self.table.value = f"<h4>Sample {s}</h4>" + html

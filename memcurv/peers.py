@@ -38,7 +38,7 @@ def _batched(fn, prompts, seeds, batch_size: int):
     return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
 # %% ../nbs/09_peers.ipynb #adc3f610
-def wen_norm(model: DiffusionModel, prompts, seeds=range(4), steps: int = 50, guidance: float = 7.5, batch_size: int = 8,
+def wen_norm(model: DiffusionModel, prompts, seeds=range(4), steps: int = 50, guidance: float = 7.5, sampler: str = "ddim",
              progress: bool = False, first_steps: int | None = None) -> xr.DataArray:
     "Mean of ||eps_c - eps_u|| over the DDIM steps of each prompt × seed generation (over its first `first_steps` steps, if given)."
     n = steps if first_steps is None else int(first_steps)
@@ -47,7 +47,7 @@ def wen_norm(model: DiffusionModel, prompts, seeds=range(4), steps: int = 50, gu
     total = np.zeros(len(all_prompts))
     def record(first, i, t, x, e_u, e_c):
         if i < n: total[first:first + len(x)] += (e_c - e_u).flatten(1).norm(dim=1).double().cpu().numpy()
-    sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=progress, on_step=record)
+    sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=progress, on_step=record, sampler=sampler)
     return per_sample(total / n, all_prompts, all_seeds, "wen_norm")
 
 # %% ../nbs/09_peers.ipynb #d792bbfa
@@ -79,7 +79,7 @@ def _input_significance(model, all_prompts, all_seeds, steps, batch_size) -> np.
         return (grad.float().norm(dim=-1).cpu().numpy(),)
     return _batched(grad_norms, all_prompts, all_seeds, batch_size)[0]
 
-def _released_significance(model, prompts, seeds, steps, guidance, target_steps, batch_size) -> np.ndarray:
+def _released_significance(model, prompts, seeds, steps, guidance, target_steps, batch_size, sampler) -> np.ndarray:
     "The released code's values per generation (its prompt's), (sample, 77): at each target step, the gradient of one norm over the prompt's generations."
     all_prompts, all_seeds = prompt_seed_pairs(prompts, seeds)
     conds = {p: model.encode([p]) for p in dict.fromkeys(all_prompts)}
@@ -103,14 +103,14 @@ def _released_significance(model, prompts, seeds, steps, guidance, target_steps,
             x = initial_noise(model, all_seeds[start:start + batch_size])
             with torch.no_grad(): e_u = model.eps(x, t, uncond.expand(len(x), *uncond.shape[1:]))
             gradients(start, 0, t, x, e_u)
-    else: sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=False, on_step=gradients)
+    else: sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=False, on_step=gradients, sampler=sampler)
     n_gen = {p: all_prompts.count(p) for p in conds}
     per_prompt = {p: np.mean([(acc[p, i][0] / np.sqrt(acc[p, i][1])).norm(dim=-1).numpy() for i in target_steps], 0) / (2 * n_gen[p])
                   for p in conds}
     return np.stack([per_prompt[p] for p in all_prompts])
 
 def token_significance(model, prompts, seeds=range(4), steps: int = 50, batch_size: int = 8, guidance: float = 7.5,
-                       target_steps=(0,), variant: str = "released") -> xr.DataArray:
+                       target_steps=(0,), variant: str = "released", sampler: str = "ddim") -> xr.DataArray:
     "Per prompt token (not start/end/padding), how strongly it drives eps_c away from eps_u, (sample, token): Wen et al.'s released computation by default."
     if getattr(model, "text_encoder", None) is None or getattr(model, "tokenizer", None) is None:
         raise MemcurvError("token significance needs a model with a tokenizer and a text encoder (a diffusers pipeline).")
@@ -120,7 +120,7 @@ def token_significance(model, prompts, seeds=range(4), steps: int = 50, batch_si
         raise MemcurvError(f"target_steps {target_steps} must be DDIM step indices in [0, {steps - 1}].")
     if variant == "token_embeddings" and target_steps != [0]: raise MemcurvError("variant 'token_embeddings' is defined at the first step only.")
     all_prompts, all_seeds = prompt_seed_pairs(prompts, seeds)
-    sig_all = (_released_significance(model, prompts, seeds, steps, guidance, target_steps, batch_size) if variant == "released"
+    sig_all = (_released_significance(model, prompts, seeds, steps, guidance, target_steps, batch_size, sampler) if variant == "released"
                else _input_significance(model, all_prompts, all_seeds, steps, batch_size))
     tok = model.tokenizer
     ids = [tok(p, truncation=True).input_ids for p in all_prompts]
@@ -204,7 +204,7 @@ def top_cross_attention(unet) -> list[str]:
     raise MemcurvError("this UNet has no cross-attention in its down path: Bright Ending needs one.")
 
 # %% ../nbs/09_peers.ipynb #0e71db55
-def bright_ending(model, prompts, seeds=range(4), steps: int = 50, guidance: float = 7.5, batch_size: int = 8) -> xr.DataArray:
+def bright_ending(model, prompts, seeds=range(4), steps: int = 50, guidance: float = 7.5, sampler: str = "ddim") -> xr.DataArray:
     "End-of-text cross-attention at the last step (sample, y, x), upsampled to the latent size, with the localized detection `score` coord."
     all_prompts, all_seeds = prompt_seed_pairs(prompts, seeds)
     eot = np.array([len(model.tokenizer(p, truncation=True).input_ids) - 1 for p in all_prompts])
@@ -225,7 +225,7 @@ def bright_ending(model, prompts, seeds=range(4), steps: int = 50, guidance: flo
         scores[first:first + n] = per_step.mean(0).numpy()
         maps[first:first + n] = list(m.numpy()); squares.clear()
     model.unet.set_attn_processor({**original, **recorders})
-    try: sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=False, on_step=record)
+    try: sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=False, on_step=record, sampler=sampler)
     finally: model.unet.set_attn_processor(original)
     return xr.DataArray(np.stack(maps), dims=("sample", "y", "x"), name="bright_ending",
                         coords={**_sample_coords(all_prompts, all_seeds), "score": ("sample", scores)})
@@ -283,11 +283,12 @@ def peer_methods(model: DiffusionModel, ds: xr.Dataset, methods=PEERS, batch_siz
         raise MemcurvError("the Dataset's samples are not grouped prompt by prompt as curvature_maps writes them; "
                            "run the peers on a Dataset from curvature_maps (or `memcurv maps`).")
     steps, guidance = int(ds.attrs["steps"]), float(ds.attrs["guidance"])
-    runs = dict(wen_norm=lambda: wen_norm(model, prompts, seeds, steps, guidance, batch_size=batch_size),
-                token_significance=lambda: token_significance(model, prompts, seeds, steps, batch_size=batch_size, guidance=guidance),
+    sampler = ds.attrs.get("sampler", "ddim")   # the same generations as the maps
+    runs = dict(wen_norm=lambda: wen_norm(model, prompts, seeds, steps, guidance, sampler=sampler),
+                token_significance=lambda: token_significance(model, prompts, seeds, steps, batch_size=batch_size, guidance=guidance, sampler=sampler),
                 anisotropy=lambda: anisotropy(model, prompts, seeds, steps, batch_size=batch_size),
                 sharpness=lambda: sharpness(model, prompts, seeds, steps, batch_size),
-                bright_ending=lambda: bright_ending(model, prompts, seeds, steps, guidance, batch_size))
+                bright_ending=lambda: bright_ending(model, prompts, seeds, steps, guidance, sampler))
     out = {}
     for name in tqdm(methods, desc="peer methods", disable=not progress):
         if name == "flipd":   # read from the Dataset's own probes; it times itself

@@ -300,7 +300,8 @@ def _reference_row(raw, masks, n_boot, seed) -> dict:
 def evaluate_dataset(ds: xr.Dataset, masks=None, labels=None, samples=None, timestep=None, channel: str = "sum",
                      per: str = "dataset", protocol: str = "all", n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
     "The tidy table of every map (at `timestep`, channels reduced by `channel`) and detector in `ds`, under the rules of `protocol`."
-    check_maps_dataset(ds, need=("curvature", "curvature_diff", "score_diff"))
+    # Maps need all three of their variables; a Dataset of detectors alone (InvMM's, for one) needs none of them.
+    check_maps_dataset(ds, need=("curvature", "curvature_diff", "score_diff") if "curvature" in ds else ())
     if protocol not in PROTOCOLS: raise MemcurvError(f"unknown protocol {protocol!r}: use one of {list(PROTOCOLS)}.")
     has_maps = "curvature" in ds     # a Dataset of detectors alone (InvMM's, for one) has no maps to localize with
     masks, labels, samples = _items(ds, masks, labels, samples, need_masks=has_maps)

@@ -181,8 +181,15 @@ def save_maps(ds: xr.Dataset, path) -> Path:
     return path
 
 def open_maps(path, chunks=None) -> xr.Dataset:
-    "Open a saved maps Dataset; pass `chunks` ({} or 'auto' or a dict) for lazy dask arrays."
+    "Open a saved maps Dataset; pass `chunks` ({} or 'auto' or a dict) for lazy dask arrays. A run store's record (`run_*`) opens as coordinates."
+    import warnings
     path = Path(path)
     if not path.exists(): raise MemcurvError(f"{path} does not exist: write maps with `save_maps` or `memcurv maps` first.")
-    if path.suffix == ".zarr": return xr.open_zarr(path, chunks=chunks if chunks is not None else None)
-    return xr.open_dataset(path, engine="h5netcdf", chunks=chunks)
+    if path.suffix == ".zarr": ds = xr.open_zarr(path, chunks=chunks if chunks is not None else None)
+    else: ds = xr.open_dataset(path, engine="h5netcdf", chunks=chunks)
+    # A streaming run (memcurv.runs) records each sample's completion: coordinates, so that no evaluation scores them as maps.
+    ds = ds.set_coords([k for k in ds.data_vars if k.startswith("run_")])
+    missing = int((~ds.run_done.values.astype(bool)).sum()) if "run_done" in ds.coords else 0
+    if missing: warnings.warn(f"{path} is an unfinished run: {missing} of {ds.sizes['sample']} samples are not computed yet (their maps "
+                              "read as NaN, run_done is False); run the same `memcurv maps` command again to finish it.", stacklevel=2)
+    return ds

@@ -47,6 +47,14 @@ def config_differences(stored: dict, wanted: dict) -> list[str]:
 # %% ../nbs/19_runs.ipynb #4cc55648
 COSTS = ("seconds", "seconds_sampling", "seconds_curvature", "seconds_score")
 
+def _fixed_tokens(ds: xr.Dataset, tokenizer) -> xr.Dataset:
+    "Token significance of one sample at the width of the longest prompt the tokenizer takes, its token text as fixed-width strings: every batch then fits the store's layout."
+    n, width = ds.sizes["token"], tokenizer.model_max_length - 2   # without start and end of text
+    sig = np.full((1, width), np.nan); sig[:, :n] = ds.token_significance.values
+    text = np.full((1, width), "", dtype=f"<U{max(map(len, tokenizer.get_vocab()))}"); text[:, :n] = ds.token_text.values
+    return ds.drop_vars(["token_significance", "token_text", "token"]).assign(
+        token_significance=(("sample", "token"), sig, ds.token_significance.attrs), token_text=(("sample", "token"), text))
+
 def compute_batch(model, checkpoint, prompts, seeds, config: dict) -> xr.Dataset:
     "The maps of the (prompt, seed) pairs of one batch under `config`, one sample at a time, with each sample's costs in `run_cost`."
     parts, costs = [], []
@@ -60,6 +68,7 @@ def compute_batch(model, checkpoint, prompts, seeds, config: dict) -> xr.Dataset
         if config["peers"]:   # one sample per call, as the maps: a peer's numbers do not depend on the batch either
             from memcurv.peers import peer_methods
             ds = ds.merge(peer_methods(model, ds, batch_size=1, progress=False))
+            if "token" in ds.dims: ds = _fixed_tokens(ds, model.tokenizer)
         peers = {k: v.attrs["seconds"] for k, v in ds.data_vars.items() if "seconds" in v.attrs}
         costs.append({**{k: ds.attrs.get(k, np.nan) for k in COSTS}, **peers, "seconds": time.perf_counter() - start})
         parts.append(ds)

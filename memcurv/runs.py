@@ -25,7 +25,7 @@ from .sampling import prompt_seed_pairs
 
 # %% auto #0
 __all__ = ['COSTS', 'RUN_SCHEMA', 'run_config', 'config_differences', 'compute_batch', 'create_store', 'write_batch',
-           'check_store', 'finish_store', 'ModelPlugin', 'cluster_client', 'run_maps']
+           'check_store', 'finish_store', 'ModelPlugin', 'worker_threads', 'cluster_client', 'run_maps']
 
 # %% ../nbs/19_runs.ipynb #45fa553a
 def run_config(pipeline, *, checkpoint=None, checkpoint_text: str = "main", baselines=None, steps: int = 50, guidance: float = 7.5,
@@ -168,6 +168,12 @@ class ModelPlugin(WorkerPlugin):
         if self.threads: torch.set_num_threads(self.threads)
         self.model, self.checkpoint = load_model(self.pipeline, checkpoint=self.checkpoint_path, dtype=self.dtype, device=self.device)
 
+def worker_threads(workers: int) -> int:
+    "Torch threads of each of `workers` local workers: the cores shared out, at most the environment's OMP_NUM_THREADS where it sets one."
+    threads = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(cap)) if cap.isdigit() and int(cap) > 0 else threads
+
 def _batch_on_worker(indices, prompts, seeds, config):
     "A task: one batch on this worker's model; the maps go back to the client, which writes them."
     plugin = get_worker().plugins[ModelPlugin.name]
@@ -232,7 +238,7 @@ def run_maps(pipeline, prompts, seeds=(0,), out="maps.zarr", *, checkpoint=None,
         if batches and (workers or scheduler):
             client, cluster, worker_device = cluster_client(workers, scheduler, device)
             n_workers = len(client.scheduler_info()["workers"])
-            threads = None if scheduler else max(1, len(os.sched_getaffinity(0)) // max(1, n_workers))
+            threads = None if scheduler else worker_threads(n_workers)
             _start_workers(client, pipeline, checkpoint, dtype, worker_device, threads)
             if progress: print(f"{n_workers} dask workers; dashboard: {client.dashboard_link}")
             results = _on_cluster(client, batches, prompts, seeds, config, retries)

@@ -75,10 +75,14 @@ def _evaluate(args):
     found = [folder / name for name in ("maps.nc", "maps.zarr") if (folder / name).exists()]
     if not found: raise MemcurvError(f"{folder} has no maps.nc or maps.zarr: write one with `memcurv maps --out {folder}/maps.nc` "
                                      "or `memcurv demo --out DIR`.")
-    ds = open_maps(found[0], chunks={})   # lazy: the evaluation reads the maps it scores, never the whole store
+    ds = open_maps(found[0])   # lazily indexed: nothing is read until selected
     if "run_done" in ds.coords and not ds.run_done.all():
         print(f"{found[0]} is an unfinished run: evaluating its {int(ds.run_done.sum())} finished samples of {ds.sizes['sample']}")
         ds = ds.isel(sample=ds.run_done.values.astype(bool))
+    # Read once what the evaluation scores, the maps at one timestep; never the images, latents or other timesteps of the store.
+    if args.timestep is None or args.timestep in ds.timestep.values:
+        ds = ds.sel(timestep=[ds.timestep.values[-1] if args.timestep is None else args.timestep])
+    ds = ds.drop_vars(["image", "latent"], errors="ignore").load()
     items = {}
     if args.ground_truth:   # one item per (generation, template), as the reference scores them
         from memcurv.groundtruth import load_webster, truth_items

@@ -109,13 +109,12 @@ def create_store(path, template: xr.Dataset, prompts, seeds, config: dict) -> Pa
 def write_batch(path, indices, ds: xr.Dataset, pid: int = -1) -> None:
     "Write one computed batch into its samples' region of the store, then mark them done: a crash between the two costs a recompute."
     indices = np.asarray(indices)
-    store = xr.open_zarr(path, chunks=None)
-    if (list(store.prompt.values[indices]) != list(ds.prompt.values) or
-        store.seed.values[indices].tolist() != [int(s) for s in ds.seed.values]):
+    store = xr.open_zarr(path, chunks=None).isel(sample=indices)   # reads this batch's chunks only, however large the run
+    if list(store.prompt.values) != list(ds.prompt.values) or store.seed.values.tolist() != [int(s) for s in ds.seed.values]:
         raise MemcurvError(f"{path}: a batch came back for other samples than samples {indices.tolist()}; nothing was written.")
     n = len(indices)
     maps = ds.drop_vars([*ds.coords, "run_cost"])
-    record = xr.Dataset(dict(run_done=("sample", np.ones(n, bool)), run_writes=("sample", store.run_writes.values[indices] + 1),
+    record = xr.Dataset(dict(run_done=("sample", np.ones(n, bool)), run_writes=("sample", store.run_writes.values + 1),
                              run_finished=("sample", np.full(n, time.time())), run_pid=("sample", np.full(n, pid, np.int64)),
                              run_cost=(("sample", "cost"), ds.run_cost.values)))
     runs = np.split(np.arange(n), np.flatnonzero(np.diff(indices) != 1) + 1)   # a resumed batch may skip finished samples

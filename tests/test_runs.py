@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -20,11 +21,15 @@ PROMPTS = ["a cat", "a dog", "a red house"]
 SEEDS = [0, 1, 2, 3]   # 12 samples
 
 
+# The `memcurv` command, run by this Python on this checkout.
+MEMCURV = [sys.executable, "-c", "import sys; from memcurv.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
 def command(pipeline, out, *extra, prompts=PROMPTS, seeds=SEEDS):
-    "The `memcurv maps` command line of a small run, as a user types it, run by this Python on this checkout."
+    "The `memcurv maps` command line of a small run, as a user types it."
     args = ["maps", pipeline, *[a for p in prompts for a in ("--prompt", p)], "--seeds", *seeds, "--steps", 3, "--n-probes", 2,
             "--out", out, *extra]
-    return [sys.executable, "-c", "import sys; from memcurv.cli import main; sys.exit(main(sys.argv[1:]))", *map(str, args)]
+    return [*MEMCURV, *map(str, args)]
 
 
 def environment():
@@ -78,6 +83,18 @@ def reference(tiny_sd, tmp_path_factory):
     return out
 
 
+def evaluate_unfinished(store, tmp_path, n_finished):
+    "`memcurv evaluate` of an interrupted run (a copy): it scores the finished samples and says so."
+    from memcurv.groundtruth import write_webster
+    mask = np.zeros((64, 64), bool); mask[:32] = True
+    truth = write_webster(tmp_path / "webster", PROMPTS, ["TV", "MV", "N"], [SEEDS] * 3, [mask], [[0], [], []])
+    shutil.copytree(store, tmp_path / "eval" / "maps.zarr")
+    r = run([*MEMCURV, "evaluate", tmp_path / "eval", "--ground-truth", truth, "--protocol", "reference"])
+    assert f"evaluating its {n_finished} finished samples of {len(PROMPTS) * len(SEEDS)}" in r.stdout
+    table = pd.read_csv(tmp_path / "eval" / "evaluation.csv")
+    assert (table.n_skipped.fillna(0) == 0).all() and "dh_uncond" in set(table.method)
+
+
 def test_kill_drill(tiny_sd, reference, tmp_path):
     "SIGKILL mid-run, the same command again: the store of a run never interrupted, and no finished sample computed twice."
     out = tmp_path / "run.zarr"
@@ -88,6 +105,7 @@ def test_kill_drill(tiny_sd, reference, tmp_path):
     finished = before.run_done.values
     assert 3 <= finished.sum() < len(finished)
     assert "run_complete" not in before.attrs
+    evaluate_unfinished(out, tmp_path, int(finished.sum()))
     run(command(tiny_sd, out, "--batch-size", 1))
     after = xr.open_zarr(out, chunks=None)
     assert_same_maps(out, reference)

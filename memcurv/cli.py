@@ -67,7 +67,7 @@ def _estimator_options(args) -> dict:
     return {k: v for k, v in dict(distance=args.distance, channels=args.channels).items() if v is not None}
 
 def _maps(args):
-    from memcurv.maps import curvature_maps, save_maps
+    from memcurv.maps import curvature_maps, open_maps, save_maps
     from memcurv.pipeline import load_model
     prompts, seeds = args.prompt, args.seeds
     if args.ground_truth:
@@ -76,6 +76,16 @@ def _maps(args):
         prompts = prompts or list(seeds)
     if not prompts: raise MemcurvError("no prompts: pass --prompt (repeat for several) or --ground-truth with Webster's captions.")
     _check_maps_args(args, prompts, seeds)
+    if args.out.endswith(".zarr"):   # streamed batch by batch into the store, resumable, on dask workers if asked (memcurv.runs)
+        if args.originals: raise MemcurvError("--originals (FB-Mem) compares whole generations with the originals in memory: write the maps "
+                                              "as .nc, or run memcurv.fbmem_invmm.fb_mem_maps on the finished store.")
+        from memcurv.runs import run_maps
+        out = run_maps(args.pipeline, prompts, seeds, args.out, procedure=args.procedure, checkpoint=args.checkpoint, checkpoint_text=args.checkpoint_text,
+                       steps=args.steps, guidance=args.guidance, capture_steps=args.capture_steps, timesteps=args.timesteps,
+                       sampler=args.sampler, estimator=args.estimator, n_probes=args.n_probes, probe_seed=args.probe_seed, dtype=args.dtype,
+                       device=args.device, estimator_options=_estimator_options(args), peers=args.peers, batch_size=args.batch_size,
+                       workers=args.workers, scheduler=args.scheduler, overwrite=args.overwrite)
+        return print(f"wrote {out}: {dict(open_maps(out).sizes)}")
     if args.originals:   # read them before the long run: a missing or empty folder fails at once
         from memcurv.fbmem_invmm import AttentionSegmenter, fb_mem_maps, load_originals
         originals, names = load_originals(args.originals)
@@ -127,7 +137,14 @@ def _evaluate(args):
     found = [folder / name for name in ("maps.nc", "maps.zarr") if (folder / name).exists()]
     if not found: raise MemcurvError(f"{folder} has no maps.nc or maps.zarr: write one with `memcurv maps --out {folder}/maps.nc` "
                                      "or `memcurv demo --out DIR`.")
-    ds = open_maps(found[0]).load()
+    ds = open_maps(found[0])   # lazily indexed: nothing is read until selected
+    if "run_done" in ds.coords and not ds.run_done.all():
+        print(f"{found[0]} is an unfinished run: evaluating its {int(ds.run_done.sum())} finished samples of {ds.sizes['sample']}")
+        ds = ds.isel(sample=ds.run_done.values.astype(bool))
+    # Read once what the evaluation scores, the maps at one timestep; never the images, latents or other timesteps of the store.
+    if args.timestep is None or args.timestep in ds.timestep.values:
+        ds = ds.sel(timestep=[ds.timestep.values[-1] if args.timestep is None else args.timestep])
+    ds = ds.drop_vars(["image", "latent"], errors="ignore").load()
     items = {}
     if args.ground_truth:   # one item per (generation, template), as the reference scores them
         from memcurv.groundtruth import load_webster, truth_items
@@ -175,7 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probing: how channels share colours (default shifted: each channel's lattice moved by half a period)")
     m.add_argument("--n-probes", type=int, help="Jacobian products per branch (default: the procedure's)")
     m.add_argument("--probe-seed", type=int, default=0)
-    m.add_argument("--batch-size", type=int, default=4, help="generations per batch of the peer methods (maps are computed one generation at a time)")
+    m.add_argument("--batch-size", type=int, default=4,
+                   help="samples per task of a .zarr run (its unit of work and of writing); generations per batch of the peers of a .nc run")
+    m.add_argument("--workers", type=int, default=0, help=".zarr: dask worker processes on this machine (one per GPU with dask-cuda); 0: this process")
+    m.add_argument("--scheduler", help=".zarr: address of a running dask scheduler (e.g. dask-jobqueue's SLURMCluster) to run the tasks on")
+    m.add_argument("--overwrite", action="store_true", help=".zarr: start afresh instead of resuming the store at --out")
     m.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16")
     m.add_argument("--device", default="cpu")
     m.add_argument("--out", default="maps.nc", help="output .nc or .zarr")

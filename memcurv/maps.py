@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -207,8 +208,13 @@ def save_maps(ds: xr.Dataset, path) -> Path:
     return path
 
 def open_maps(path, chunks=None) -> xr.Dataset:
-    "Open a saved maps Dataset; pass `chunks` ({} or 'auto' or a dict) for lazy dask arrays."
+    "Open a saved maps Dataset; pass `chunks` ({} or 'auto' or a dict) for lazy dask arrays. A run store's record (`run_*`) opens as coordinates."
     path = check_maps_file(path)
     try: ds = xr.open_zarr(path, chunks=chunks) if path.is_dir() else xr.open_dataset(path, engine="h5netcdf", chunks=chunks)
     except (OSError, KeyError, ValueError) as e: raise MemcurvError(f"{path} cannot be read ({e}): it is damaged or incomplete; write it again.") from e
+    # A streaming run (memcurv.runs) records each sample's completion: coordinates, so that no evaluation scores them as maps.
+    ds = ds.set_coords([k for k in ds.data_vars if k.startswith("run_")])
+    missing = int((~ds.run_done.values.astype(bool)).sum()) if "run_done" in ds.coords else 0
+    if missing: warnings.warn(f"{path} is an unfinished run: {missing} of {ds.sizes['sample']} samples are not computed yet (their maps "
+                              "read as NaN, run_done is False); run the same `memcurv maps` command again to finish it.", stacklevel=2)
     return check_maps_dataset(ds, str(path))

@@ -67,7 +67,7 @@ def synthetic_store(folder: Path, n: int) -> tuple[Path, Path]:
     torch.set_num_threads(1)
     pipe = make_tiny_pipeline(folder / "tiny-sd-32", latent_size=32)
     model, _ = load_model(pipe)
-    config = run_config(pipe, steps=3, n_probes=2)
+    config = run_config(pipe, steps=3, n_probes=4)
     one = compute_batch(model, None, ["caption 0"], [0], config)
     captions = [f"caption {i}" for i in range(n // 2)]
     prompts, seeds = [c for c in captions for _ in (0, 1)], [s for _ in captions for s in (0, 1)]

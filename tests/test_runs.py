@@ -27,7 +27,7 @@ MEMCURV = [sys.executable, "-c", "import sys; from memcurv.cli import main; sys.
 
 def command(pipeline, out, *extra, prompts=PROMPTS, seeds=SEEDS):
     "The `memcurv maps` command line of a small run, as a user types it."
-    args = ["maps", pipeline, *[a for p in prompts for a in ("--prompt", p)], "--seeds", *seeds, "--steps", 3, "--n-probes", 2,
+    args = ["maps", pipeline, *[a for p in prompts for a in ("--prompt", p)], "--seeds", *seeds, "--steps", 3, "--n-probes", 4,
             "--out", out, *extra]
     return [*MEMCURV, *map(str, args)]
 
@@ -142,9 +142,9 @@ def test_a_resume_with_other_parameters_is_refused_untouched(tiny_sd, reference,
     out = tmp_path / "run.zarr"
     shutil.copytree(reference, out)
     before = checksum(out)
-    r = subprocess.run(command(tiny_sd, out, "--n-probes", 3, "--guidance", 3), capture_output=True, text=True, env=environment(), timeout=300)
+    r = subprocess.run(command(tiny_sd, out, "--n-probes", 8, "--guidance", 3), capture_output=True, text=True, env=environment(), timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    for message in ("n_probes: 2 in the store, 3 now", "guidance: 7.5 in the store, 3.0 now", "--overwrite"): assert message in r.stderr
+    for message in ("n_probes: 4 in the store, 8 now", "guidance: 7.5 in the store, 3.0 now", "--overwrite"): assert message in r.stderr
     assert checksum(out) == before
 
 

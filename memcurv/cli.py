@@ -166,6 +166,33 @@ def _docs(args):
     if args.threads is not None: check_int(args.threads, "--threads", 1)
     print(f"wrote {build_site(args.nbs, args.out, args.proc, args.workers, args.threads, verbose=not args.quiet)}")
 
+def _mitigate(args):
+    from pathlib import Path
+    import pandas as pd
+    from PIL import Image
+    from memcurv.mitigate import mitigate, rgb_uint8, write_mitigation_report
+    from memcurv.pipeline import check_pipeline_folder, load_model, parse_dtype
+    from memcurv.sampling import prompt_seed_pairs
+    from memcurv.validate import check_device, check_output_path, check_real, check_scheduler_config, check_weight_files
+    if not args.prompt: raise MemcurvError("no prompts: pass --prompt (repeat for several).")
+    prompts, seeds = prompt_seed_pairs(args.prompt, args.seeds)
+    check_output_path(args.out, None, folder=True); check_real(args.guidance, "--guidance"); check_real(args.mask_guidance, "--mask-guidance")
+    parse_dtype(args.dtype); check_device(args.device)
+    check_pipeline_folder(args.pipeline); check_scheduler_config(args.pipeline); check_weight_files(args.pipeline)
+    model, _ = load_model(args.pipeline, dtype=args.dtype, device=args.device)
+    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
+    results = [mitigate(model, p, s, guidance=args.guidance, mask_guidance=args.mask_guidance, threshold=args.threshold,
+                        min_score=args.min_score, max_fraction=args.max_fraction) for p, s in zip(prompts, seeds)]
+    for n, r in enumerate(results):
+        Image.fromarray(rgb_uint8(r.before)).save(out / f"{n:03d}_before.png")
+        Image.fromarray(rgb_uint8(r.after)).save(out / f"{n:03d}_after.png")
+        Image.fromarray(r.pixel_mask.astype("uint8") * 255).save(out / f"{n:03d}_mask.png")
+    table = pd.DataFrame([{"sample": n, **r.row} for n, r in enumerate(results)])
+    table.to_csv(out / "table.csv", index=False)
+    write_mitigation_report(results, table, out / "report.html")
+    print(table.round(4).to_string(index=False))
+    print(f"wrote {len(results)} before / mask / after PNGs, table.csv and report.html to {out}")
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memcurv", description="Localize memorization in diffusion models by coordinate-wise curvature.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -241,6 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch/BLAS threads per worker (default: the cores available divided by --workers)")
     s.add_argument("--quiet", action="store_true", help="only Sphinx's warnings and errors")
     s.set_defaults(run=_docs)
+    g = sub.add_parser("mitigate", help="regenerate only where the dh_uncond map says the model memorized; before / mask / after PNGs, a table, a report")
+    g.add_argument("pipeline", help="local diffusers pipeline folder (with model_index.json)")
+    g.add_argument("--prompt", action="append", help="a prompt; repeat for several")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of every prompt")
+    g.add_argument("--guidance", type=float, default=7.5)
+    g.add_argument("--mask-guidance", type=float, default=-1.0, help="guidance inside the mask (-1: away from the prompt; 0: unconditional)")
+    g.add_argument("--threshold", type=float, help="mask threshold on the per-image normalised map, in [0, 1] (default: Otsu's)")
+    g.add_argument("--min-score", type=float, default=0.0, help="map values at or below this (the map's units) are never marked")
+    g.add_argument("--max-fraction", type=float, default=0.9, help="refuse masks covering more of the image than this")
+    g.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--out", default="mitigate-out", help="output folder")
+    g.set_defaults(run=_mitigate)
     return p
 
 # %% ../nbs/07_cli.ipynb #4c8274ce

@@ -20,7 +20,7 @@ PROMPTS = ["a photo of a cat", "a red house"]
 @pytest.fixture(scope="module")
 def tiny(tiny_sd):
     model, _ = load_model(tiny_sd)
-    ds = curvature_maps(model, PROMPTS, seeds=[0, 1], steps=4, n_probes=2, progress=False)
+    ds = curvature_maps(model, PROMPTS, seeds=[0, 1], steps=4, n_probes=4, progress=False)
     return model, ds
 
 
@@ -88,7 +88,7 @@ def test_cli_maps_with_peers_and_originals(tiny_sd, tmp_path):
     folder = tmp_path / "originals"; folder.mkdir()
     for i in range(2): Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "maps.nc"
-    r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--steps", 3, "--n-probes", 2, "--peers", "--originals", folder, "--out", out)
+    r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--steps", 3, "--n-probes", 4, "--peers", "--originals", folder, "--out", out)
     assert r.returncode == 0, r.stderr
     ds = open_maps(out).load()
     assert {"fbmem", "fbmem_score", "flipd", "flipd_uncond", "wen_norm"} <= set(ds.data_vars)
@@ -98,5 +98,5 @@ def test_cli_maps_with_peers_and_originals(tiny_sd, tmp_path):
     assert r.returncode == 2 and "holds no originals" in r.stderr and "Traceback" not in r.stderr
     big = tmp_path / "big"; big.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(big / "a.png")
-    r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--steps", 2, "--n-probes", 2, "--originals", big, "--out", tmp_path / "y.nc")
+    r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--steps", 2, "--n-probes", 4, "--originals", big, "--out", tmp_path / "y.nc")
     assert r.returncode == 2 and "resize them to the generation size" in r.stderr

@@ -137,7 +137,7 @@ CLI_CASES = [
     ("peers with 2 steps", M[:4] + ["--steps", "2", "--peers", "--out", "{out}"], "--peers needs --steps >= 3", "args"),
     ("n-probes 1", M + ["--n-probes", "1"], "hutchinson needs n_probes >= 2", "args"),
     ("n-probes -3", M + ["--n-probes", "-3"], "hutchinson needs n_probes >= 2", "args"),
-    ("probing budget", M + ["--estimator", "probing", "--n-probes", "5"], "a multiple of 4", "args"),
+    ("probing budget", M + ["--estimator", "probing", "--n-probes", "5"], "a multiple of 16", "args"),
     ("probing distance 99", M + ["--estimator", "probing", "--n-probes", "16", "--distance", "99"], "does not fit a 8x8 latent", "args"),
     ("diagpp budget", M + ["--estimator", "diagpp", "--n-probes", "3"], "diagpp needs n_probes >= 4", "args"),
     ("guidance nan", M + ["--guidance", "nan"], "--guidance must be a finite number, got nan", "args"),

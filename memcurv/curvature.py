@@ -5,7 +5,6 @@
 # %% ../nbs/02_curvature.ipynb #e9edf46e
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 

@@ -32,8 +32,8 @@ from .core import MemcurvError
 
 # %% auto #0
 __all__ = ['PLOTLY_MIME', 'WIDGET_MIME', 'THREAD_VARS', 'page_name', 'execute_nb', 'plotly_html', 'output_html', 'widget_html',
-           'widget_state', 'quarto_options', 'anchor_id', 'for_myst', 'render_nb', 'worker_threads', 'worker_pool',
-           'toctrees', 'setup', 'sphinx_config', 'build_site']
+           'widget_state', 'quarto_options', 'anchor_id', 'page_links', 'for_myst', 'render_nb', 'worker_threads',
+           'worker_pool', 'toctrees', 'setup', 'sphinx_config', 'build_site']
 
 # %% ../nbs/17_docsite.ipynb #bc97987f
 def page_name(nb_path) -> str:
@@ -105,6 +105,7 @@ _re_option = re.compile(r"^#\|\s*([\w-]+):\s*(.*?)\s*$")
 _TAGS = {("echo", "false"): "remove-input", ("output", "false"): "remove-output", ("include", "false"): "remove-cell"}
 _re_heading = re.compile(r"^(#{2,4}) (\S+)$", re.M)
 _re_rule = re.compile(r"^---$", re.M)
+_re_nb_link = re.compile(r"\]\(([^)\s:]+?\.ipynb)(#[^)\s]*)?\)")
 
 def quarto_options(cell) -> dict:
     "Remove the leading `#| key: value` lines from `cell`'s source and return them."
@@ -125,12 +126,17 @@ def _show_doc_md(md: str) -> str:
     md = _re_heading.sub(lambda m: m[0] if make_id(m[2]) == anchor_id(m[2]) else f'<a id="{anchor_id(m[2])}"></a>\n\n{m[0]}', md)
     return _re_rule.sub("<hr>", md)
 
+def page_links(md: str) -> str:
+    "Markdown `md` with its links to other notebooks (`[t](19_validate.ipynb)`, as they work in JupyterLab) pointed at those notebooks' pages."
+    return _re_nb_link.sub(lambda m: f"]({page_name(m[1])}.ipynb{m[2] or ''})", md)
+
 def for_myst(nb, widget_state: dict):
     "Turn processed notebook `nb` (with its `frontmatter_`) into what MyST-NB renders like Quarto, in place."
     fm = getattr(nb, "frontmatter_", {})
     if nb.cells and nb.cells[0].cell_type == "raw" and nb.cells[0].source.startswith("---"): nb.cells.pop(0)
     if "title" in fm: nb.cells.insert(0, mk_cell(f"# {fm['title']}\n\n{fm.get('description', '')}", "markdown"))
     for cell in nb.cells:
+        if cell.cell_type == "markdown": cell.source = page_links(cell.source)
         if cell.cell_type != "code": continue
         cell.pop("has_sd", None)  # nbdev's mark on the show_doc cells it adds: not notebook JSON
         opts = quarto_options(cell)

@@ -68,14 +68,13 @@ def compute_batch(model, checkpoint, prompts, seeds, config: dict) -> xr.Dataset
                             capture_steps=config["capture_steps"], timesteps=config["timesteps"], sampler=config["sampler"],
                             estimator=config["estimator"], n_probes=config["n_probes"], seed=config["probe_seed"], progress=False,
                             **config["estimator_options"])
-        peers = {}
         if config["peers"]:   # one sample per call, as the maps: a peer's numbers do not depend on the batch either
             from memcurv.peers import peer_methods
-            found = peer_methods(model, ds, batch_size=1, progress=False)
-            peers = {k: v.attrs["seconds"] for k, v in found.data_vars.items() if "seconds" in v.attrs}
-            ds = ds.merge(found)
+            ds = ds.merge(peer_methods(model, ds, batch_size=1, progress=False))
             if "token" in ds.dims: ds = _fixed_tokens(ds, model.tokenizer)
-        costs.append({**{k: ds.attrs.get(k, np.nan) for k in COSTS}, **peers, "seconds": time.perf_counter() - start})
+        # Maps with a cost of their own (the peers, the free trajectory maps) keep it, summed over samples at the end.
+        own = {k: v.attrs["seconds"] for k, v in ds.data_vars.items() if "seconds" in v.attrs}
+        costs.append({**{k: ds.attrs.get(k, np.nan) for k in COSTS}, **own, "seconds": time.perf_counter() - start})
         parts.append(ds)
     out = xr.concat(parts, "sample", data_vars="minimal", coords="minimal", compat="override", join="exact", combine_attrs="drop_conflicts")
     names = list(costs[0])

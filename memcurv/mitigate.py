@@ -25,7 +25,8 @@ from .sampling import branch_eps, initial_noise, make_sampler
 from .validate import MemcurvWarning, check_sampling
 
 # %% auto #0
-__all__ = ['EVIDENCE_THRESHOLD', 'memorized_mask', 'Mitigation', 'pixel_mask', 'change_outside', 'mitigate', 'wen_mitigation',
+__all__ = ['SAIL_WEIGHTS', 'EVIDENCE_THRESHOLD', 'memorized_mask', 'Mitigation', 'pixel_mask', 'change_outside', 'mitigate',
+           'wen_mitigation', 'sail_loss', 'anisotropy_threshold', 'anisotropy_latent', 'anisotropy_mitigation',
            'memlab_comparison', 'summary_table', 'rgb_uint8', 'mitigation_figure', 'write_mitigation_report']
 
 # %% ../nbs/20_mitigate.ipynb #a7932802
@@ -128,15 +129,96 @@ def wen_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, guidanc
     latent, _ = _generate(model, emb.detach(), uncond, seed, steps, guidance, sampler)
     return model.decode(latent)[0].cpu(), time.perf_counter() - start
 
+# %% ../nbs/20_mitigate.ipynb #cdc8cb84
+SAIL_WEIGHTS = {1: 0.05, 2: 0.01}   # the released weight of ||x|| in the loss, by model family (memcurv.peers.sd_family)
+
+def sail_loss(model: DiffusionModel, latents: torch.Tensor, t: int, cond, uncond, weight: float) -> torch.Tensor:
+    "The released mitigation's loss of each latent (b, *shape): ||Δε at x + Δε/||Δε|| || + `weight` ||x||, Δε = ε_c - ε_u at timestep `t`."
+    b = len(latents)
+    c, u = cond.expand(b, *cond.shape[1:]), uncond.expand(b, *uncond.shape[1:])
+    # v-models, as released: its (x - alpha v) / sigma is eps's difference times -1/sigma
+    scale = -1 / model.schedule.sigma(t) if model.schedule.prediction_type == "v_prediction" else 1.0
+    e_u, e_c = branch_eps(model, latents, t, c, u)
+    d = scale * (e_c - e_u)
+    e_u, e_c = branch_eps(model, latents + d / d.flatten(1).norm(dim=1).view(b, *[1] * (d.ndim - 1)), t, c, u)
+    return (scale * (e_c - e_u)).flatten(1).norm(dim=1) + weight * latents.flatten(1).norm(dim=1)
+
+def _latent_batch(model, seed: int, n: int) -> torch.Tensor:
+    "n starting latents from one seeded generator: the first is `initial_noise`'s latent of that seed."
+    dtype = torch.float64 if model.dtype == torch.float64 else torch.float32
+    return torch.randn((n, *model.latent_shape), generator=torch.Generator().manual_seed(int(seed)), dtype=dtype).to(model.device)
+
+# %% ../nbs/20_mitigate.ipynb #7d72b591
+def anisotropy_threshold(model: DiffusionModel, prompts, seeds=range(32), *, steps: int = 5, sampler: str = "dpm++",
+                         quantile: float = 0.5, weight: float | None = None) -> float:
+    "A threshold for `anisotropy_mitigation` in `model`'s units: the `quantile` of the loss at the starting noise of generations of `prompts` (ones it does not memorize)."
+    from memcurv.peers import sd_family
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    check_sampling(prompts, seeds, steps, 1.0)
+    if not 0 < quantile < 1: raise MemcurvError(f"quantile must lie in (0, 1), got {quantile}.")
+    weight = SAIL_WEIGHTS[sd_family(model)] if weight is None else weight
+    t = int(make_sampler(model.schedule, sampler, steps).timesteps[0])
+    x, uncond = initial_noise(model, list(seeds)), model.encode([""])
+    with torch.no_grad(): losses = torch.cat([sail_loss(model, x, t, model.encode([p]), uncond, weight) for p in prompts])
+    return float(torch.quantile(losses.double(), quantile))
+
+def anisotropy_latent(model: DiffusionModel, prompt: str, seed: int = 0, *, threshold: float, steps: int = 5, sampler: str = "dpm++",
+                      lr: float = 0.05, budget: int = 8, max_steps: int = 10, weight: float | None = None,
+                      threshold_step: float | None = None, max_rounds: int = 10) -> tuple[torch.Tensor, dict]:
+    "The released mitigation's starting latent (1, *shape) for `prompt`: the first of `budget` latents from `seed` whose loss reaches `threshold` under Adam, and how it got there."
+    from memcurv.peers import sd_family
+    check_sampling([prompt], [seed], steps, 1.0)
+    for name, v in (("budget", budget), ("max_steps", max_steps), ("max_rounds", max_rounds)):
+        if int(v) != v or v < 1: raise MemcurvError(f"{name} must be a positive integer, got {v!r}.")
+    if not (np.isfinite(threshold) and threshold > 0): raise MemcurvError(f"threshold must be a positive number in the model's loss units (see anisotropy_threshold), got {threshold!r}.")
+    weight = SAIL_WEIGHTS[sd_family(model)] if weight is None else weight
+    # The released increment, 0.1, as a share of its SD v1.4 threshold, 8.2: the same relative step on any model.
+    step_up = threshold * 0.1 / 8.2 if threshold_step is None else threshold_step
+    t = int(make_sampler(model.schedule, sampler, steps).timesteps[0])
+    cond, uncond = model.encode([prompt]), model.encode([""])
+    for r in range(max_rounds):
+        # Round 0 starts from the seed itself; later rounds from seeds derived from (seed, round), as the released loop redraws one.
+        s = seed if r == 0 else int(np.random.SeedSequence([int(seed), r]).generate_state(1)[0])
+        level = threshold + r * step_up
+        lat = _latent_batch(model, s, budget).requires_grad_(True)
+        opt = torch.optim.Adam([lat], lr=lr)
+        for step in range(max_steps):
+            loss = sail_loss(model, lat, t, cond, uncond, weight)
+            ok = torch.nonzero(loss.detach() <= level).flatten()
+            if len(ok): return lat[ok[:1]].detach(), dict(round=r, step=step, threshold=level, loss=float(loss[ok[0]].detach()), seed=s)
+            opt.zero_grad()
+            lat.grad, = torch.autograd.grad(loss.sum(), lat)
+            opt.step()
+    raise MemcurvError(f"no starting latent of {prompt!r} (seed {seed}) reached the loss threshold in {max_rounds} rounds of {budget} latents "
+                       f"x {max_steps} steps (last threshold {level:.4g}): raise threshold, budget or max_rounds.")
+
+# %% ../nbs/20_mitigate.ipynb #008be372
+def anisotropy_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, threshold: float, guidance: float = 7.5, steps: int = 5,
+                          sampler: str = "dpm++", **options) -> tuple[torch.Tensor, float]:
+    "Anisotropy's released mitigation: generate `prompt` from the starting latent `anisotropy_latent` finds; (image, seconds)."
+    start = time.perf_counter()
+    check_sampling([prompt], [seed], steps, guidance)
+    x, _ = anisotropy_latent(model, prompt, seed, threshold=threshold, steps=steps, sampler=sampler, **options)
+    cond, uncond = model.encode([prompt]), model.encode([""])
+    sched = make_sampler(model.schedule, sampler, steps)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            e_u, e_c = branch_eps(model, x, int(t), cond, uncond)
+            x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
+    return model.decode(x)[0].cpu(), time.perf_counter() - start
+
 # %% ../nbs/20_mitigate.ipynb #16ebe1ad
 EVIDENCE_THRESHOLD = 0.05   # masked MSE below which a generation reproduces its template (memcurv.evidence.reproduction's)
 
-def memlab_comparison(model: DiffusionModel, seeds=range(16), prompts=None, guidance: float = 4.0, progress: bool = True) -> pd.DataFrame:
-    "One row per MemLab memorized prompt × seed × method (none, memcurv, wen): masked MSE to the template, reproduced, change outside the memcurv mask and the true one, frame error, seconds."
+def memlab_comparison(model: DiffusionModel, seeds=range(16), prompts=None, guidance: float = 4.0, anisotropy_level: float | None = None,
+                      progress: bool = True) -> pd.DataFrame:
+    "One row per MemLab memorized prompt × seed × method (none, memcurv, wen, anisotropy): masked MSE to the template, reproduced, change outside the memcurv mask and the true one, frame error, seconds."
     from memcurv.evidence import masked_mse
     from memcurv.memlab import BORDER_VALUE, MemLab
     lab = MemLab()
     prompts = list(prompts or lab.templated)
+    # Anisotropy's threshold in MemLab's units, from its generalizing prompts (the released 8.2 is SD v1.4's)
+    level = anisotropy_threshold(model, lab.generalizing) if anisotropy_level is None else anisotropy_level
     rows = []
     for p in tqdm([(p, s) for p in prompts for s in seeds], desc="mitigating", disable=not progress):
         p, s = p
@@ -145,8 +227,10 @@ def memlab_comparison(model: DiffusionModel, seeds=range(16), prompts=None, guid
         plain = time.perf_counter() - t0
         r = mitigate(model, p, s, guidance=guidance)
         wen, wen_seconds = wen_mitigation(model, p, s, guidance=guidance)
+        aniso, aniso_seconds = anisotropy_mitigation(model, p, s, threshold=level, guidance=guidance)
         truth, original = lab.mask(p).numpy(), lab.originals(p)[0]
-        for method, img, seconds in (("none", r.before, plain), ("memcurv", r.after, r.row["seconds"]), ("wen", wen, wen_seconds)):
+        for method, img, seconds in (("none", r.before, plain), ("memcurv", r.after, r.row["seconds"]), ("wen", wen, wen_seconds),
+                                    ("anisotropy", aniso, aniso_seconds)):
             mse = float(masked_mse((img * 2 - 1)[None], original, torch.from_numpy(truth))[0])
             rows.append(dict(prompt=p, seed=int(s), method=method, masked_mse=mse, reproduced=mse < EVIDENCE_THRESHOLD,
                              change_outside_mask=change_outside(r.before, img, r.pixel_mask), change_outside_truth=change_outside(r.before, img, truth),

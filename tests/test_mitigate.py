@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from memcurv.core import MemcurvError
@@ -61,3 +62,22 @@ def test_bad_arguments(tiny_sd):
     model = DiffusersModel(tiny_sd)
     with pytest.raises(MemcurvError, match="threshold must lie in"): mitigate(model, "a photo", 0, threshold=1.5)
     with pytest.raises(MemcurvError, match="max_fraction"): mitigate(model, "a photo", 0, max_fraction=0)
+
+
+def test_whole_image_mitigations_through_diffusers(tiny_sd):
+    "Wen's and Anisotropy's mitigations on the tiny pipeline: images of the pipeline's size; Anisotropy's threshold in the model's own units."
+    from memcurv.mitigate import anisotropy_latent, anisotropy_mitigation, anisotropy_threshold, sail_loss, wen_mitigation
+    from memcurv.sampling import initial_noise, make_sampler
+    model = DiffusersModel(tiny_sd)
+    level = anisotropy_threshold(model, ["a photo", "a cat"], seeds=range(4))
+    t = int(make_sampler(model.schedule, "dpm++", 5).timesteps[0])
+    with torch.no_grad():   # the median of the two prompts' losses at the seeds' own noise
+        losses = torch.cat([sail_loss(model, initial_noise(model, range(4)), t, model.encode([p]), model.encode([""]), 0.05) for p in ("a photo", "a cat")])
+    assert torch.isfinite(losses).all() and abs(level - float(losses.double().quantile(0.5))) < 1e-6 * level
+    lat, how = anisotropy_latent(model, "a photo", 0, threshold=level, budget=4, max_steps=3)
+    assert lat.shape == (1, *model.latent_shape) and how["loss"] <= how["threshold"]
+    for img, seconds in (anisotropy_mitigation(model, "a photo", 0, threshold=level, budget=4, max_steps=3), wen_mitigation(model, "a photo", 0, iterations=2)):
+        assert img.shape == (3, 16, 16) and 0 <= img.min() and img.max() <= 1 and seconds > 0
+    with pytest.raises(MemcurvError, match="raise threshold, budget or max_rounds"):
+        anisotropy_latent(model, "a photo", 0, threshold=1e-9, budget=2, max_steps=1, max_rounds=2)
+    with pytest.raises(MemcurvError, match="quantile must lie in"): anisotropy_threshold(model, ["a photo"], quantile=1)

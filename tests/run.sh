@@ -26,5 +26,9 @@ python tests/make_readme.py --check
 
 # Two cores: two notebooks at a time, one thread each, so torch does not oversubscribe the CPU.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-nbdev_test --n_workers 2 --do_print
-python -m pytest tests -q -p no:cacheprovider --durations=10
+# The notebooks' tests and the docs site in one execution: `memcurv docs` runs every notebook as nbdev_test does (the same skip
+# flags, IN_TEST set, stopping at the first failing cell, which fails the command), then renders the site that the browser tests
+# in tests/test_docs_site.py read. Running nbdev_test as well would execute every notebook a second time.
+site="$(mktemp -d)/_site"
+memcurv docs --nbs nbs --out "$site" --quiet
+MEMCURV_TEST_SITE="$site" python -m pytest tests -q -p no:cacheprovider --durations=10

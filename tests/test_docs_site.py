@@ -6,6 +6,7 @@ resolves, interactive plotly figures, typeset math, working search, no JavaScrip
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 import sys
@@ -37,10 +38,14 @@ def pages(site_notebooks) -> list[str]:
 
 @pytest.fixture(scope="module")
 def base_url(pages, tmp_path_factory):
-    "The site, built once from nbs/ and served from 127.0.0.1."
-    site = tmp_path_factory.mktemp("docs") / "_site"
-    r = subprocess.run(["memcurv", "docs", "--nbs", NBS, "--out", site, "--quiet"], capture_output=True, text=True, timeout=1500)
-    assert r.returncode == 0, f"memcurv docs failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    "The site, built once from nbs/ (or the one tests/run.sh has just built, at $MEMCURV_TEST_SITE) and served from 127.0.0.1."
+    if os.environ.get("MEMCURV_TEST_SITE"):
+        site = Path(os.environ["MEMCURV_TEST_SITE"])
+        assert (site / "index.html").exists(), f"MEMCURV_TEST_SITE={site} is not a built site: unset it to build one here"
+    else:
+        site = tmp_path_factory.mktemp("docs") / "_site"
+        r = subprocess.run(["memcurv", "docs", "--nbs", NBS, "--out", site, "--quiet"], capture_output=True, text=True, timeout=1500)
+        assert r.returncode == 0, f"memcurv docs failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/"

@@ -27,6 +27,9 @@ def test_quarto_config_and_sidebar_are_valid(site_notebooks):
         "nbs/sidebar.yml is stale: run `nbdev_sidebar` (or `memcurv docs`, which refreshes it) and commit it"
 
 
+MIXED = "Found cells containing imports and other code"   # nbdev's warning
+
+
 def _process(path: str) -> str:
     "Run nbdev's default processors (those `nbdev_proc_nbs` runs before Quarto) on one notebook; the error text, or ''."
     import warnings
@@ -34,12 +37,15 @@ def _process(path: str) -> str:
     from nbdev.process import NBProcessor
     from nbdev.processors import FilterDefaults
     os.environ["IN_TEST"] = "1"
-    warnings.simplefilter("ignore")
-    try:
-        with working_directory(Path(path).parent): NBProcessor(path, procs=FilterDefaults().procs(), process=True)
-    except Exception as e:
-        return f"{Path(path).name}: {e}"
-    return ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with working_directory(Path(path).parent): NBProcessor(path, procs=FilterDefaults().procs(), process=True)
+        except Exception as e:
+            return f"{Path(path).name}: {e}"
+    # Such a cell runs twice in `nbdev_docs` (its imports pull the whole cell out of flow): slow, or wrong where it needs earlier cells.
+    mixed = [str(w.message).split("---")[1].strip() for w in caught if MIXED in str(w.message)]
+    return f"{Path(path).name}: {MIXED}; put the imports in a cell of their own:\n" + "\n--\n".join(mixed) if mixed else ""
 
 
 def test_nbdev_processors_run_on_every_notebook(site_notebooks):

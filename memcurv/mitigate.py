@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .core import DiffusionModel, MemcurvError
 from .evaluate import method_maps, normalise, otsu_thresholds
 from .maps import curvature_maps
+from .peers import sd_family
 from .sampling import branch_eps, initial_noise, make_sampler
 from .validate import MemcurvWarning, check_sampling
 
@@ -43,10 +44,10 @@ def memorized_mask(ds, sample: int = 0, threshold: float | None = None, min_scor
     return above & (norm >= (otsu_thresholds(norm[None])[0] if threshold is None else threshold))
 
 # %% ../nbs/20_mitigate.ipynb #9b45aa9a
-def _generate(model, cond, uncond, seed, steps, guidance, sampler="dpm++", mask=None, mask_guidance=-1.0, progress=False):
-    "Latent of one CFG generation from conditioning `cond`; with `mask`, also a regenerated one steered by `mask_guidance` inside it and pasted from the first outside it after every step."
+def _generate(model, cond, uncond, seed, steps, guidance, sampler="dpm++", mask=None, mask_guidance=-1.0, progress=False, start=None):
+    "Latent of one CFG generation from conditioning `cond` (from `seed`'s noise, or the latent `start`); with `mask`, also a regenerated one steered by `mask_guidance` inside it and pasted from the first outside it after every step."
     first, again = make_sampler(model.schedule, sampler, steps), make_sampler(model.schedule, sampler, steps)
-    x = y = model.check_latents(initial_noise(model, [seed]))
+    x = y = model.check_latents(initial_noise(model, [seed]) if start is None else start)
     m = None if mask is None else torch.as_tensor(mask, dtype=x.dtype, device=x.device)[None, None]
     for t in tqdm(first.timesteps, desc="regenerating", disable=not progress):
         with torch.no_grad():
@@ -152,7 +153,6 @@ def _latent_batch(model, seed: int, n: int) -> torch.Tensor:
 def anisotropy_threshold(model: DiffusionModel, prompts, seeds=range(32), *, steps: int = 5, sampler: str = "dpm++",
                          quantile: float = 0.5, weight: float | None = None) -> float:
     "A threshold for `anisotropy_mitigation` in `model`'s units: the `quantile` of the loss at the starting noise of generations of `prompts` (ones it does not memorize)."
-    from memcurv.peers import sd_family
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     check_sampling(prompts, seeds, steps, 1.0)
     if not 0 < quantile < 1: raise MemcurvError(f"quantile must lie in (0, 1), got {quantile}.")
@@ -166,7 +166,6 @@ def anisotropy_latent(model: DiffusionModel, prompt: str, seed: int = 0, *, thre
                       lr: float = 0.05, budget: int = 8, max_steps: int = 10, weight: float | None = None,
                       threshold_step: float | None = None, max_rounds: int = 10) -> tuple[torch.Tensor, dict]:
     "The released mitigation's starting latent (1, *shape) for `prompt`: the first of `budget` latents from `seed` whose loss reaches `threshold` under Adam, and how it got there."
-    from memcurv.peers import sd_family
     check_sampling([prompt], [seed], steps, 1.0)
     for name, v in (("budget", budget), ("max_steps", max_steps), ("max_rounds", max_rounds)):
         if int(v) != v or v < 1: raise MemcurvError(f"{name} must be a positive integer, got {v!r}.")
@@ -199,13 +198,8 @@ def anisotropy_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, 
     start = time.perf_counter()
     check_sampling([prompt], [seed], steps, guidance)
     x, _ = anisotropy_latent(model, prompt, seed, threshold=threshold, steps=steps, sampler=sampler, **options)
-    cond, uncond = model.encode([prompt]), model.encode([""])
-    sched = make_sampler(model.schedule, sampler, steps)
-    with torch.no_grad():
-        for t in sched.timesteps:
-            e_u, e_c = branch_eps(model, x, int(t), cond, uncond)
-            x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
-    return model.decode(x)[0].cpu(), time.perf_counter() - start
+    latent, _ = _generate(model, model.encode([prompt]), model.encode([""]), seed, steps, guidance, sampler, start=x)
+    return model.decode(latent)[0].cpu(), time.perf_counter() - start
 
 # %% ../nbs/20_mitigate.ipynb #16ebe1ad
 EVIDENCE_THRESHOLD = 0.05   # masked MSE below which a generation reproduces its template (memcurv.evidence.reproduction's)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from memcurv.curvature import colouring, jacobian_products
-from memcurv.demo import load_memlab
-from memcurv.memlab import MemLab
+from memcurv.memlab.demo import load_memlab
+from memcurv.memlab.data import MemLab
 from memcurv.sampling import sample
 
 

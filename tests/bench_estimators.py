@@ -32,13 +32,15 @@ import pandas as pd
 import torch
 
 from memcurv.curvature import coordinate_curvature, count_products, eps_stack
-from memcurv.demo import load_memlab
-from memcurv.evaluate import method_maps, reference_metrics
-from memcurv.fixtures import make_tiny_pipeline
-from memcurv.groundtruth import memlab_truth, with_truth
-from memcurv.maps import measure, to_dataset, trajectory_recorder
-from memcurv.memlab import MemLab
-from memcurv.pipeline import DiffusersModel
+from memcurv.memlab.demo import load_memlab
+from memcurv.evaluate.prepare import method_maps
+from memcurv.evaluate.reference import reference_metrics
+from memcurv.models.fixtures import make_tiny_pipeline
+from memcurv.groundtruth import with_truth
+from memcurv.memlab.truth import memlab_truth
+from memcurv.maps import maps_settings, measure_curvature, plan_maps, to_dataset, trajectory_recorder
+from memcurv.memlab.data import MemLab
+from memcurv.models.sd import StableDiffusionModel
 from memcurv.sampling import sample
 
 BUDGETS = (4, 8, 12, 16, 27, 36, 48, 64)
@@ -71,7 +73,7 @@ def accuracy(model, x, t, prompt, channels) -> list[dict]:
     for est, opts in configs(channels):
         with count_products() as n:
             start = time.perf_counter()
-            val, se = coordinate_curvature(both, x, sigma, estimator=est, seed=0, contrasts=[(0, 1)], **opts)
+            val, se = coordinate_curvature(both, x, sigma, estimator=est, probe_seed=0, contrasts=[(0, 1)], **opts)
             seconds = time.perf_counter() - start
         err = lambda i: float((val[i] - exact[i]).norm() / exact[i].norm())
         rows.append(dict(estimator=label(est, opts), K=opts["n_probes"], products=n.products, seconds=seconds, err_cond=err(0),
@@ -91,12 +93,14 @@ def run_maps(model, lab, seeds, sampler, steps, estimators) -> list[dict]:
     n = len(lab.templated) * len(seeds)
     record, trajectory = trajectory_recorder(model, n, steps)
     start = time.perf_counter()
-    s = sample(model, lab.templated, seeds, steps=steps, guidance=4.0, sampler=sampler, progress=False, on_step=record)
+    s = sample(model, lab.templated, seeds, steps=steps, guidance=4.0, sampler=sampler, progress=False, observers=[record])
     sampling = time.perf_counter() - start
     rows = []
     for est, opts in estimators:
         with count_products() as products:
-            m = measure(model, s, None, ("uncond",), estimator=est, seed=0, progress=False, **opts)
+            plan = plan_maps(model, maps_settings("reference", sampler=sampler, steps=steps, estimator=est, guidance=4.0,
+                                                  baselines=("uncond",), **opts))
+            m = measure_curvature(model, s, plan, progress=False)
         ds = to_dataset(s, m, ["cond", "uncond"], ["uncond"], model.schedule, {}).assign(trajectory(sampling))
         iou = tv_iou(with_truth(ds, memlab_truth(lab)))
         rows.append(dict(sampler=sampler, steps=steps, estimator=label(est, opts), K=opts["n_probes"],
@@ -108,28 +112,28 @@ def run_maps(model, lab, seeds, sampler, steps, estimators) -> list[dict]:
 
 def batching_and_precision(lab, seeds) -> pd.DataFrame:
     "Seconds of K=16 Hutchinson on the difference for 4 MemLab samples, batched or not, and in bfloat16."
-    from memcurv.demo import MEMLAB_DIR
+    from memcurv.memlab.demo import MEMLAB_DIR
     rows = []
     for dtype in ("fp32", "bf16"):
-        model = DiffusersModel(MEMLAB_DIR / "final", dtype=dtype)
+        model = StableDiffusionModel(MEMLAB_DIR / "final", dtype=dtype)
         s = sample(model, lab.templated, seeds[:2], steps=50, guidance=4.0, progress=False)
         x, t = s.latents[:, 0], s.timesteps[0]
         sigma = model.schedule.sigma(t)
         cond, unc = model.encode(s.prompts), model.encode([""] * len(s.prompts))
         f_c, f_u = model.eps_fn(t, cond), model.eps_fn(t, unc)
         def one_call():
-            return coordinate_curvature(eps_stack(f_c, f_u), x, sigma, n_probes=16, seed=list(range(len(x))), contrasts=[(0, 1)])[0][2]
+            return coordinate_curvature(eps_stack(f_c, f_u), x, sigma, n_probes=16, probe_seed=list(range(len(x))), contrasts=[(0, 1)])[0][2]
         def per_sample():
             return torch.cat([coordinate_curvature(eps_stack(model.eps_fn(t, cond[i:i + 1]), model.eps_fn(t, unc[i:i + 1])), x[i:i + 1], sigma,
-                                                   n_probes=16, seed=[i], contrasts=[(0, 1)])[0][2] for i in range(len(x))])
+                                                   n_probes=16, probe_seed=[i], contrasts=[(0, 1)])[0][2] for i in range(len(x))])
         def branches_together():
             # both branches as one UNet batch: the latents repeated, the conditions stacked; J^T v of each half is its branch's
             both = model.eps_fn(t, torch.cat([cond, unc]))
             diff = lambda z: (lambda e: e[:len(z) // 2] - e[len(z) // 2:])(both(z))
             g = lambda z: diff(torch.cat([z, z]))
-            return coordinate_curvature(g, x, sigma, n_probes=16, seed=list(range(len(x))))[0]
+            return coordinate_curvature(g, x, sigma, n_probes=16, probe_seed=list(range(len(x))))[0]
         if dtype == "fp32":   # the yardstick: how far another probe seed moves the float32 estimate
-            other = coordinate_curvature(eps_stack(f_c, f_u), x, sigma, n_probes=16, seed=[99] * len(x), contrasts=[(0, 1)])[0][2]
+            other = coordinate_curvature(eps_stack(f_c, f_u), x, sigma, n_probes=16, probe_seed=[99] * len(x), contrasts=[(0, 1)])[0][2]
             base, noise = one_call(), float((other - one_call()).norm())
         for name, fn in (("per sample, one pull-back per branch", per_sample), ("samples batched", one_call),
                          ("samples and branches batched", branches_together)):
@@ -146,7 +150,7 @@ def estimator_table(model, lab, seeds) -> pd.DataFrame:
     s = sample(model, lab.templated, [0], steps=50, guidance=4.0, progress=False)
     for i, prompt in enumerate(s.prompts):
         acc += [dict(unet="MemLab 3x32x32", sample=i, **r) for r in accuracy(model, s.latents[i:i + 1, 0], s.timesteps[0], prompt, 3)]
-    tiny = DiffusersModel(make_tiny_pipeline(Path(tempfile.mkdtemp()) / "sd", latent_size=16))
+    tiny = StableDiffusionModel(make_tiny_pipeline(Path(tempfile.mkdtemp()) / "sd", latent_size=16))
     st = sample(tiny, ["a photo", "a drawing"], [0], steps=50, guidance=7.5, progress=False)
     for i, prompt in enumerate(st.prompts):
         acc += [dict(unet="tiny SD 4x16x16", sample=i, **r) for r in accuracy(tiny, st.latents[i:i + 1, 0], st.timesteps[0], prompt, 4)]

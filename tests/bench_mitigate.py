@@ -4,7 +4,7 @@
 
 On MemLab's two templated prompts, seeds 0..N-1 (the design's seeds) and 100..100+N-1 (never used to choose anything), then the
 verbatim prompt: no mitigation, memcurv's localized mitigation, Wen et al.'s and Anisotropy's (as released), each scored by
-`memcurv.mitigate.memlab_comparison` (template reproduction, change outside memcurv's mask and outside the truth, frame error,
+`memcurv.memlab.mitigation.memlab_comparison` (template reproduction, change outside memcurv's mask and outside the truth, frame error,
 seconds per generation). One torch thread, so that the seconds compare. Prints one table per seed range.
 """
 from __future__ import annotations
@@ -14,9 +14,10 @@ import argparse
 import pandas as pd
 import torch
 
-from memcurv.demo import load_memlab
-from memcurv.memlab import MemLab
-from memcurv.mitigate import anisotropy_threshold, memlab_comparison, summary_table
+from memcurv.memlab.demo import load_memlab
+from memcurv.memlab.data import MemLab
+from memcurv.memlab.mitigation import memlab_comparison, summary_table
+from memcurv.mitigate import anisotropy_threshold
 
 
 def main():

@@ -32,7 +32,7 @@ def main():
     p.add_argument("--evaluate-samples", type=int, default=0, help="also benchmark the evaluation of a store this large")
     p.add_argument("--skip-runs", action="store_true", help="only the evaluation benchmark")
     args = p.parse_args()
-    from memcurv.fixtures import make_tiny_pipeline
+    from memcurv.models.fixtures import make_tiny_pipeline
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,15 +60,17 @@ def main():
 def synthetic_store(folder: Path, n: int) -> tuple[Path, Path]:
     "A finished run store of n samples (n/2 captions × 2 seeds) from one computed sample, tiled, and its Webster ground truth."
     import torch
-    from memcurv.fixtures import make_tiny_pipeline
+    from memcurv.models.fixtures import make_tiny_pipeline
     from memcurv.groundtruth import write_webster
-    from memcurv.pipeline import load_model
+    from memcurv.models.load import load_model
+    from memcurv.maps import maps_settings, plan_maps
     from memcurv.runs import compute_batch, create_store, finish_store, run_config, write_batch
     torch.set_num_threads(1)
     pipe = make_tiny_pipeline(folder / "tiny-sd-32", latent_size=32)
     model, _ = load_model(pipe)
-    config = run_config(pipe, steps=3, n_probes=4)
-    one = compute_batch(model, None, ["caption 0"], [0], config)
+    settings = maps_settings(steps=3, n_probes=4)
+    config = run_config(pipe, settings)
+    one = compute_batch(model, plan_maps(model, settings), ["caption 0"], [0])
     captions = [f"caption {i}" for i in range(n // 2)]
     prompts, seeds = [c for c in captions for _ in (0, 1)], [s for _ in captions for s in (0, 1)]
     store = create_store(folder / "eval" / "maps.zarr", one, prompts, seeds, config)
@@ -93,7 +95,7 @@ def bench_evaluate(folder: Path, n: int, env: dict):
     print(f"\nmemcurv evaluate --protocol reference on {n} samples ({size:.0f} MiB store, 32x32 latents, 64x64 images; "
           f"built in {time.time() - start:.0f} s)")
     print(f"{'store opened':<24}{'seconds':>8}{'peak RSS MiB':>14}")
-    eager = ("import sys; from pathlib import Path; import memcurv.maps as m; opened = m.open_maps; "
+    eager = ("import sys; from pathlib import Path; import memcurv.evaluate.table as m; opened = m.open_maps; "
              "m.open_maps = lambda path, chunks=None: opened(path).load(); "   # the store loaded whole, as before
              "from memcurv.cli import main; sys.exit(main(sys.argv[1:]))")
     for name, code in [("maps at one timestep (now)", None), ("whole store (before)", eager)]:

@@ -23,10 +23,12 @@ N_SAMPLES = 100
 
 
 def build(path: Path) -> None:
-    from memcurv.demo import load_memlab
-    from memcurv.groundtruth import memlab_truth, with_truth
-    from memcurv.maps import curvature_maps, save_maps
-    from memcurv.memlab import MemLab
+    from memcurv.memlab.demo import load_memlab
+    from memcurv.groundtruth import with_truth
+    from memcurv.memlab.truth import memlab_truth
+    from memcurv.maps import curvature_maps
+    from memcurv.schema import save_maps
+    from memcurv.memlab.data import MemLab
     lab, (model, early) = MemLab(), load_memlab()
     start = time.time()
     ds = curvature_maps(model, lab.prompts, seeds=range(12), checkpoint=early, steps=10, guidance=4.0,
@@ -103,7 +105,7 @@ def main():
     ap.add_argument("--changes", type=int, default=8, help="changes timed per control")
     args = ap.parse_args()
     if not args.zarr.exists(): build(args.zarr)
-    from memcurv.maps import open_maps
+    from memcurv.schema import open_maps
     ds = open_maps(args.zarr, chunks={})
     if ds.sizes["sample"] != N_SAMPLES: raise SystemExit(f"{args.zarr} has {ds.sizes['sample']} samples, not {N_SAMPLES}: delete it.")
     total = sum(v.nbytes for v in ds.data_vars.values())

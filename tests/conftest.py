@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from memcurv.fixtures import make_tiny_pipeline
+from memcurv.models.fixtures import make_tiny_pipeline
 
 NBS = Path(__file__).resolve().parents[1] / "nbs"
 

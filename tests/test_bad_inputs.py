@@ -17,16 +17,17 @@ import xarray as xr
 from safetensors.torch import load_file, save_file
 
 import memcurv.maps
+import memcurv.memlab.train
 import memcurv.sampling
-import memcurv.train
 from memcurv.cli import main
-from memcurv.core import MemcurvError
+from memcurv.errors import MemcurvError
 from memcurv.curvature import coordinate_curvature
-from memcurv.demo import MEMLAB_DIR
-from memcurv.evaluate import evaluate_dataset
-from memcurv.fixtures import make_tiny_pipeline
-from memcurv.maps import curvature_maps, open_maps, save_maps
-from memcurv.pipeline import DiffusersModel
+from memcurv.memlab.demo import MEMLAB_DIR
+from memcurv.evaluate.table import evaluate_dataset
+from memcurv.models.fixtures import make_tiny_pipeline
+from memcurv.maps import curvature_maps
+from memcurv.schema import open_maps, save_maps
+from memcurv.models.sd import StableDiffusionModel
 from memcurv.sampling import sample
 
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
@@ -67,7 +68,7 @@ def _maps_like(n_samples, **attrs):
     dims = ("sample", "branch", "timestep", "channel", "y", "x")
     z = np.zeros((n_samples, 1, 1, 4, 8, 8), np.float32)
     return xr.Dataset({"curvature": (dims, z), "curvature_diff": (("sample", "baseline") + dims[2:], z),
-                       "score_diff": (("sample", "baseline") + dims[2:], z)}, attrs=attrs)
+                       "score_diff_sq": (("sample", "baseline") + dims[2:], z)}, attrs=attrs)
 
 
 @pytest.fixture(scope="module")
@@ -100,17 +101,17 @@ def bad(tiny_sd, tmp_path_factory):
 
 @pytest.fixture
 def work(monkeypatch):
-    "Counts of model loads and sampling runs (and training runs) during a test: spies that call the real functions."
+    "Counts of network loads and sampling runs (and training runs) during a test: spies that call the real functions."
     counts = dict(loads=0, samplings=0)
     def spy(kind, fn):
         def wrapped(*a, **k):
             counts[kind] += 1
             return fn(*a, **k)
         return wrapped
-    monkeypatch.setattr(DiffusersModel, "__init__", spy("loads", DiffusersModel.__init__))
+    monkeypatch.setattr(StableDiffusionModel, "_load_networks", spy("loads", StableDiffusionModel._load_networks))
     monkeypatch.setattr(memcurv.maps, "sample", spy("samplings", memcurv.maps.sample))
     monkeypatch.setattr(memcurv.sampling, "sample", spy("samplings", memcurv.sampling.sample))
-    monkeypatch.setattr(memcurv.train, "train_memlab", spy("samplings", memcurv.train.train_memlab))
+    monkeypatch.setattr(memcurv.memlab.train, "_training_batch", spy("samplings", memcurv.memlab.train._training_batch))
     return counts
 
 
@@ -132,18 +133,18 @@ CLI_CASES = [
     ("checkpoint of another shape", M + ["--checkpoint", "{big}"], "has latents (4, 16, 16)", "load"),
     ("device cuda without CUDA", M + ["--device", "cuda"], "is not available on this machine", "args"),
     ("unknown device", M + ["--device", "tpu9"], "unknown device 'tpu9'", "args"),
-    ("dtype fp8", M + ["--dtype", "fp8"], "unsupported dtype 'fp8'", "args"),
-    ("batch size 0", M + ["--peers", "--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0", "args"),
-    ("peers with 2 steps", M[:4] + ["--steps", "2", "--peers", "--out", "{out}"], "--peers needs --steps >= 3", "args"),
+    ("dtype fp8", M + ["--dtype", "fp8"], "invalid choice: 'fp8'", "args"),
+    ("batch size 0", M + ["--peers", "--batch-size", "0"], "batch size must be a whole number >= 1, got 0", "args"),
+    ("peers with 2 steps", M[:4] + ["--steps", "2", "--peers", "--out", "{out}"], "The peers need at least 3 (Anisotropy reads the third-last step)", "args"),
     ("n-probes 1", M + ["--n-probes", "1"], "hutchinson needs n_probes >= 2", "args"),
     ("n-probes -3", M + ["--n-probes", "-3"], "hutchinson needs n_probes >= 2", "args"),
     ("probing budget", M + ["--estimator", "probing", "--n-probes", "5"], "a multiple of 16", "args"),
     ("probing distance 99", M + ["--estimator", "probing", "--n-probes", "16", "--distance", "99"], "does not fit a 8x8 latent", "args"),
     ("diagpp budget", M + ["--estimator", "diagpp", "--n-probes", "3"], "diagpp needs n_probes >= 4", "args"),
-    ("guidance nan", M + ["--guidance", "nan"], "--guidance must be a finite number, got nan", "args"),
-    ("guidance inf", M + ["--guidance", "inf"], "--guidance must be a finite number, got inf", "args"),
-    ("steps 0", M + ["--steps", "0"], "--steps must be a whole number in [1, 1000]", "args"),
-    ("steps 5000", M + ["--steps", "5000"], "--steps must be a whole number in [1, 1000]", "args"),
+    ("guidance nan", M + ["--guidance", "nan"], "guidance must be a finite number, got nan", "args"),
+    ("guidance inf", M + ["--guidance", "inf"], "guidance must be a finite number, got inf", "args"),
+    ("steps 0", M + ["--steps", "0"], "steps must be a whole number >= 1, got 0", "args"),
+    ("steps 5000", M + ["--steps", "5000"], "steps must be a whole number in [1, 1000], got 5000", "args"),
     ("negative seed", M + ["--seeds", "-1"], "every seed must be a whole number in [0, ", "args"),
     ("seed beyond 64 bits", M + ["--seeds", str(2**70)], "every seed must be a whole number in [0, ", "args"),
     ("empty prompt", ["maps", "{tiny}", "--prompt", "", "--out", "{out}"], "empty prompt is the unconditional branch", "args"),
@@ -160,13 +161,13 @@ CLI_CASES = [
     ("evaluate: zarr of another schema", ["evaluate", "{other_schema}"], "has schema 'weather/2'", "args"),
     ("evaluate: foreign zarr", ["evaluate", "{foreign_zarr}"], "lacks ['curvature']", "args"),
     ("evaluate: no samples", ["evaluate", "{empty}"], "holds no samples", "args"),
-    ("demo: 0 seeds", ["demo", "--seeds", "0", "--out", "{out_dir}"], "--seeds must be a whole number >= 1", "args"),
-    ("demo: unknown estimator", ["demo", "--estimator", "magic", "--out", "{out_dir}"], "unknown estimator 'magic'", "args"),
+    ("demo: 0 seeds", ["demo", "--n-seeds", "0", "--out", "{out_dir}"], "n_seeds must be a whole number >= 1", "args"),
+    ("demo: unknown estimator", ["demo", "--estimator", "magic", "--out", "{out_dir}"], "invalid choice: 'magic'", "args"),
     ("demo: n-probes 1", ["demo", "--procedure", "reference", "--n-probes", "1", "--out", "{out_dir}"], "hutchinson needs n_probes >= 2", "args"),
     ("demo: output is a file", ["demo", "--out", "{a_file}"], "is a file: give a folder", "args"),
-    ("train-memlab: batch size 0", ["train-memlab", "{out_dir}", "--batch-size", "0"], "--batch-size must be a whole number >= 1", "args"),
+    ("train-memlab: batch size 0", ["train-memlab", "{out_dir}", "--batch-size", "0"], "batch_size must be positive, got 0", "args"),
     ("train-memlab: 0 threads", ["train-memlab", "{out_dir}", "--threads", "0"], "--threads must be a whole number >= 1", "args"),
-    ("docs: 0 workers", ["docs", "--workers", "0", "--out", "{out_dir}"], "--workers must be a whole number >= 1", "args"),
+    ("docs: 0 workers", ["docs", "--workers", "0", "--out", "{out_dir}"], "0 workers: at least one is needed", "args"),
 ]
 
 
@@ -213,7 +214,7 @@ def test_truncated_prompt_warned_once_on_the_command_line(tiny_sd, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_sd): return DiffusersModel(tiny_sd)
+def tiny_model(tiny_sd): return StableDiffusionModel(tiny_sd)
 
 
 @pytest.fixture
@@ -222,7 +223,7 @@ def forward_passes(tiny_model, monkeypatch):
     n = [0]
     def eps(*a, **k):
         n[0] += 1
-        return DiffusersModel.eps(tiny_model, *a, **k)
+        return StableDiffusionModel.eps(tiny_model, *a, **k)
     monkeypatch.setattr(tiny_model, "eps", eps)
     return n
 
@@ -238,7 +239,7 @@ API_CASES = [
     ("maps: misspelt option", lambda m: curvature_maps(m, ["a cat"], steps=2, n_probes=2, n_probe=4), "unknown estimator option(s) ['n_probe']"),
     ("maps: probing budget", lambda m: curvature_maps(m, ["a cat"], steps=2, estimator="probing", n_probes=6), "a multiple of 4"),
     ("maps: guidance inf", lambda m: curvature_maps(m, ["a cat"], steps=2, n_probes=2, guidance=math.inf), "guidance must be a finite"),
-    ("maps: probe seed text", lambda m: curvature_maps(m, ["a cat"], steps=2, n_probes=2, seed="zero"), "seed must be a whole number"),
+    ("maps: probe seed text", lambda m: curvature_maps(m, ["a cat"], steps=2, n_probes=2, probe_seed="zero"), "seed must be a whole number"),
     ("curvature: n_probes 2.5", lambda m: coordinate_curvature(m.eps_fn(1, m.encode(["a"])), torch.zeros(1, 4, 8, 8), 1.0, n_probes=2.5),
      "n_probes must be a whole number"),
     ("curvature: chunk_size 0", lambda m: coordinate_curvature(m.eps_fn(1, m.encode(["a"])), torch.zeros(1, 4, 8, 8), 1.0, chunk_size=0),
@@ -262,9 +263,9 @@ def test_loaders_and_files(bad, tiny_sd, tmp_path):
     "The loaders, open_maps and save_maps on the damaged files: each a MemcurvError, and save_maps writes nothing when it cannot."
     for folder, message in [(bad["truncated"], "truncated or corrupt"), (bad["nan"], "holds NaN"), (bad["eps_as_v"], "it predicts epsilon"),
                             (bad["flow"], "no discrete DDPM noise schedule")]:
-        with pytest.raises(MemcurvError, match=message): DiffusersModel(folder)
+        with pytest.raises(MemcurvError, match=message): StableDiffusionModel(folder).load()
     if not torch.cuda.is_available():
-        with pytest.raises(MemcurvError, match="is not available on this machine"): DiffusersModel(tiny_sd, device="cuda")
+        with pytest.raises(MemcurvError, match="is not available on this machine"): StableDiffusionModel(tiny_sd, device="cuda")
     for path, message in [(bad["not_netcdf"] / "maps.nc", "is not a netCDF-4 file"), (bad["foreign_zarr"] / "maps.zarr", "lacks"),
                           (bad["other_schema"] / "maps.zarr", "has schema 'weather/2'"), (bad["my_zarr"], "is not a zarr store"),
                           (bad["empty"] / "maps.nc", "holds no samples")]:
@@ -292,7 +293,7 @@ def test_maps_do_not_depend_on_batch_size_and_repeat_bitwise(tiny_sd, tmp_path):
     r = subprocess.run(["memcurv", *common, "--batch-size", "8", "--out", str(tmp_path / "again.nc")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     again = open_maps(tmp_path / "again.nc").load()
-    assert runs[1].sizes["sample"] == 10 and {"curvature", "curvature_diff", "score_diff", "wen_norm", *PEERS_BATCHED} <= set(again.data_vars)
+    assert runs[1].sizes["sample"] == 10 and {"curvature", "curvature_diff", "score_diff_sq", "wen_norm", *PEERS_BATCHED} <= set(again.data_vars)
     for name, v in runs[8].data_vars.items():
         assert np.array_equal(v.values, again[name].values, equal_nan=True), f"{name} changed between two identical runs"
         for b in (1, 3):

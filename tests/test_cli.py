@@ -4,8 +4,8 @@ import subprocess
 
 import xarray as xr
 
-from memcurv.fixtures import make_tiny_pipeline
-from memcurv.maps import open_maps
+from memcurv.models.fixtures import make_tiny_pipeline
+from memcurv.schema import open_maps
 
 
 def memcurv(*args, cwd=None):
@@ -69,7 +69,7 @@ def test_own_model_with_peers_evaluated_against_webster_files(tiny_sd, tiny_sd_e
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(run / "evaluation.csv")
     methods = {"raw curvature", "dh_uncond", "ds_uncond", "ds_uncond_last1", "dh_checkpoint", "ds_checkpoint", "all-ones", "bright_ending",
-               "bright_ending_score", "wen_norm", "anisotropy", "sharpness", "flipd", "flipd_uncond", "flipd_checkpoint"}
+               "bright_ending_score", "wen_norm", "anisotropy", "sharpness", "flipd_collapse", "flipd_collapse_uncond", "flipd_collapse_checkpoint"}
     assert set(table.method) == methods
     assert set(table.subset) == {"TV", "MV", "N", "all"}
     assert set(table.threshold_rule) == {"reference", "oracle_iou", "calibrated", "otsu", "none"}

@@ -1,5 +1,5 @@
 """Notebooks executed as `memcurv docs` executes them, from a shell with no thread variables: the worker runs torch with the
-threads it was given, and a numeric notebook's asserts hold at 2 threads (09_peers compares batches of different sizes, whose
+threads it was given, and a numeric notebook's asserts hold at 2 threads (peers.anisotropy compares batches of different sizes, whose
 float32 sums are split differently across threads)."""
 import pytest
 from execnb.nbio import mk_cell, new_nb, read_nb, write_nb
@@ -29,8 +29,8 @@ def test_numeric_notebook_at_two_threads(no_thread_env, tmp_path):
     with worker_pool(1, threads=2) as ex:   # one worker: the three notebooks run one after the other in the same process
         ex.submit(render_nb, probe, out / "before.ipynb").result()
         # Raises MemcurvError with the failing cell if an assert of the notebook does not hold
-        ex.submit(render_nb, NBS / "09_peers.ipynb", out / "peers.ipynb", get_config().tst_flags.split()).result()
+        ex.submit(render_nb, NBS / "peers" / "01_anisotropy.ipynb", out / "anisotropy.ipynb", get_config().tst_flags.split()).result()
         ex.submit(render_nb, probe, out / "after.ipynb").result()
     assert _threads_seen(out / "before.ipynb") == "(2, '2')", "the notebook's torch does not run with the worker's threads"
     assert _threads_seen(out / "after.ipynb") == "(2, '2')", "a notebook's own thread count leaked into the next notebooks"
-    assert any(c.get("outputs") for c in read_nb(out / "peers.ipynb").cells), "09_peers ran without outputs"
+    assert any(c.get("outputs") for c in read_nb(out / "anisotropy.ipynb").cells), "peers/01_anisotropy ran without outputs"

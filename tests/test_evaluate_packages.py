@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from memcurv.evaluate import auroc, average_precision, bootstrap_ci, otsu_thresholds, tpr_at_fpr
+from memcurv.evaluate.metrics import auroc, average_precision, bootstrap_ci, otsu_thresholds, tpr_at_fpr
 
 
 # --- memcurv 0.1's hand-written metrics, verbatim: the numbers the package versions must reproduce ---

@@ -7,12 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from memcurv.core import MemcurvError
-from memcurv.evaluate import evaluate_dataset
-from memcurv.fbmem_invmm import AttentionSegmenter, encode_images, fb_mem_maps, invmm, kl_to_standard, load_originals
-from memcurv.maps import curvature_maps, open_maps
-from memcurv.peers import flipd_lid, peer_methods
-from memcurv.pipeline import load_model
+from memcurv.errors import MemcurvError
+from memcurv.evaluate.table import evaluate_dataset
+from memcurv.images import load_originals
+from memcurv.peers.fbmem import AttentionSegmenter, fb_mem_maps
+from memcurv.peers.invmm import invmm, kl_to_standard
+from memcurv.maps import curvature_maps
+from memcurv.schema import open_maps
+from memcurv.peers.flipd import flipd_lid
+from memcurv.peers.suite import peer_methods
+from memcurv.models.load import load_model
 
 PROMPTS = ["a photo of a cat", "a red house"]
 
@@ -63,7 +67,7 @@ def test_invmm_on_tiny_sd(tiny):
     assert int(never.invmm_steps[0]) == 2 and float(never.invmm[0]) == np.inf and np.isfinite(never.invmm_similarity[0])
     assert never.invmm.attrs["seconds_per_image"] > 0
     with pytest.raises(MemcurvError, match="budget=0"): invmm(model, gens, PROMPTS[:1], budget=0)
-    z = encode_images(model, gens)
+    z = model.encode_images(gens)
     assert z.shape == (1, *model.latent_shape)
     assert float(kl_to_standard(torch.zeros(3), torch.zeros(3))) == 0.0
 
@@ -77,7 +81,7 @@ def test_flipd_on_tiny_sd(tiny):
     expected = D - s2 * ds.curvature.isel(timestep=-1).sel(branch="cond").astype(float).sum(("channel", "y", "x")).values
     np.testing.assert_allclose(lid.flipd_lid.sel(branch="cond").values, expected, rtol=1e-9)
     merged = ds.merge(peer_methods(None, ds, methods=["flipd"], progress=False))
-    assert merged.flipd.attrs["jacobian_products_extra"] == 0
+    assert merged.flipd_collapse.attrs["jacobian_products_extra"] == 0
 
 
 def memcurv(*args):
@@ -91,7 +95,7 @@ def test_cli_maps_with_peers_and_originals(tiny_sd, tmp_path):
     r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--steps", 3, "--n-probes", 4, "--peers", "--originals", folder, "--out", out)
     assert r.returncode == 0, r.stderr
     ds = open_maps(out).load()
-    assert {"fbmem", "fbmem_score", "flipd", "flipd_uncond", "wen_norm"} <= set(ds.data_vars)
+    assert {"fbmem", "fbmem_score", "flipd_collapse", "flipd_collapse_uncond", "wen_norm"} <= set(ds.data_vars)
     assert list(ds.original.values) == ["0.png", "1.png"]
     empty = tmp_path / "empty"; empty.mkdir()
     r = memcurv("maps", tiny_sd, "--prompt", "a photo", "--originals", empty, "--out", tmp_path / "x.nc")

@@ -4,10 +4,11 @@ import subprocess
 
 import pandas as pd
 
-from memcurv.maps import curvature_maps, open_maps
-from memcurv.memlab import MemLab
-from memcurv.pipeline import load_model
-from memcurv.train import train_memlab
+from memcurv.maps import curvature_maps
+from memcurv.schema import open_maps
+from memcurv.memlab.data import MemLab
+from memcurv.models.load import load_model
+from memcurv.memlab.train import train_memlab
 
 
 def test_miniature_training_feeds_the_maps(tmp_path):
@@ -23,14 +24,14 @@ def test_miniature_training_feeds_the_maps(tmp_path):
 
 def test_demo_command_writes_all_outputs(tmp_path):
     out = tmp_path / "demo"
-    r = subprocess.run(["memcurv", "demo", "--out", out, "--seeds", "1", "--steps", "8", "--n-probes", "4"],
+    r = subprocess.run(["memcurv", "demo", "--out", out, "--n-seeds", "1", "--steps", "8", "--n-probes", "4"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     assert "Best global IoU" in r.stdout and "dh_uncond" in r.stdout
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"method", "subset", "iou", "constraint_to_rest", "memorized_to_rest", "constraint_to_memorized"} <= set(metrics.columns)
     ds = open_maps(out / "maps.nc")
-    assert {"gt_mask", "curvature", "curvature_diff", "score_diff", "image"} <= set(ds.data_vars)
+    assert {"gt_mask", "curvature", "curvature_diff", "score_diff_sq", "image"} <= set(ds.data_vars)
     assert set(ds.label.values) == {"TV", "MV", "N"}
     html = (out / "report.html").read_text()
     assert "Plotly.newPlot" in html and not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js inline: opens offline

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from memcurv.core import MemcurvError
+from memcurv.errors import MemcurvError
 from memcurv.mitigate import mitigate
-from memcurv.pipeline import DiffusersModel
-from memcurv.validate import MemcurvWarning
+from memcurv.models.sd import StableDiffusionModel
+from memcurv.errors import MemcurvWarning
 
 
 def memcurv(*args):
@@ -47,7 +47,7 @@ def test_cli_errors_are_one_clear_line(tiny_sd, tmp_path):
 
 
 def test_nothing_marked_returns_the_original(tiny_sd, tmp_path):
-    model = DiffusersModel(tiny_sd)
+    model = StableDiffusionModel(tiny_sd)
     with pytest.warns(MemcurvWarning, match="nothing to mitigate"):
         r = mitigate(model, "a photo", 0, min_score=1e30)
     assert r.row["marked"] == 0 and not r.mask.any() and (r.after == r.before).all()
@@ -59,16 +59,17 @@ def test_nothing_marked_returns_the_original(tiny_sd, tmp_path):
 
 
 def test_bad_arguments(tiny_sd):
-    model = DiffusersModel(tiny_sd)
+    model = StableDiffusionModel(tiny_sd)
     with pytest.raises(MemcurvError, match="threshold must lie in"): mitigate(model, "a photo", 0, threshold=1.5)
     with pytest.raises(MemcurvError, match="max_fraction"): mitigate(model, "a photo", 0, max_fraction=0)
 
 
 def test_whole_image_mitigations_through_diffusers(tiny_sd):
     "Wen's and Anisotropy's mitigations on the tiny pipeline: images of the pipeline's size; Anisotropy's threshold in the model's own units."
-    from memcurv.mitigate import anisotropy_latent, anisotropy_mitigation, anisotropy_threshold, sail_loss, wen_mitigation
-    from memcurv.sampling import initial_noise, make_sampler
-    model = DiffusersModel(tiny_sd)
+    from memcurv.mitigate import (anisotropy_latent, anisotropy_mitigation, anisotropy_threshold, sail_loss, wen_mitigation)
+    from memcurv.core import make_sampler
+    from memcurv.sampling import initial_noise
+    model = StableDiffusionModel(tiny_sd)
     level = anisotropy_threshold(model, ["a photo", "a cat"], seeds=range(4))
     t = int(make_sampler(model.schedule, "dpm++", 5).timesteps[0])
     with torch.no_grad():   # the median of the two prompts' losses at the seeds' own noise

@@ -5,9 +5,12 @@ from diffusers import DDIMScheduler
 from transformers import CLIPTokenizer
 
 from memcurv.core import SD_SCHEDULER
-from memcurv.fixtures import make_tiny_pipeline, tiny_text_encoder, tiny_unet
-from memcurv.peers import anisotropy, bright_ending, sd_family, sharpness, wen_norm
-from memcurv.pipeline import load_model
+from memcurv.models.fixtures import make_tiny_pipeline, tiny_text_encoder, tiny_unet
+from memcurv.peers.anisotropy import anisotropy
+from memcurv.peers.bright_ending import bright_ending
+from memcurv.peers.sharpness import sharpness
+from memcurv.peers.wen import wen_norm
+from memcurv.models.load import load_model
 
 
 def test_detectors_on_tiny_sd(tiny_sd):
@@ -33,7 +36,8 @@ def test_bright_ending_on_tiny_sd(tiny_sd):
 
 def test_token_significance_and_all_peers_on_tiny_sd(tiny_sd):
     from memcurv.maps import curvature_maps
-    from memcurv.peers import PEERS, peer_methods, token_significance
+    from memcurv.peers.suite import PEERS, peer_methods
+    from memcurv.peers.wen import token_significance
     model, _ = load_model(tiny_sd)
     sig = token_significance(model, ["a photo of a cat", "a cat"], seeds=[0], steps=10, batch_size=1)
     n = [len(model.tokenizer(p).input_ids) - 2 for p in ("a photo of a cat", "a cat")]   # without start and end of text
@@ -42,7 +46,7 @@ def test_token_significance_and_all_peers_on_tiny_sd(tiny_sd):
     assert np.isfinite(sig.values[1, :n[1]]).all() and np.isnan(sig.values[1, n[1]:]).all()
     ds = curvature_maps(model, ["a photo", "a cat"], seeds=[0], steps=3, n_probes=4, progress=False)
     merged = ds.merge(peer_methods(model, ds, progress=False))
-    assert all(merged[m].attrs["seconds"] > 0 for m in (*PEERS, "bright_ending_score"))
+    assert all(merged[m].attrs["seconds"] > 0 for m in (*PEERS[:-1], "bright_ending_score", "flipd_collapse"))
     assert merged.bright_ending.shape == (2, 8, 8) and merged.wen_norm.shape == (2,) and merged.bright_ending_score.shape == (2,)
 
 
@@ -76,8 +80,8 @@ def test_anisotropy_weights_follow_the_model_family(tmp_path):
     tiny_unet(cross_attention_dim=1024).save_pretrained(folder / "unet")
     tiny_text_encoder(len(CLIPTokenizer.from_pretrained(folder / "tokenizer")), hidden_size=1024, layers=1).save_pretrained(folder / "text_encoder")
     model, _ = load_model(folder)
-    assert sd_family(model) == 2
+    assert model.family == "sd2"
     score = anisotropy(model, ["a photo"], seeds=[0, 1], steps=10)
     assert np.allclose(score.values, score.norm.values + 0.1 * score.cosine.values)
     tiny, _ = load_model(make_tiny_pipeline(tmp_path / "sd1-like", vae=False))
-    assert sd_family(tiny) == 1
+    assert tiny.family == "sd1"

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 from PIL import Image
 
-from memcurv.evaluate import evaluate_dataset
+from memcurv.evaluate.table import evaluate_dataset
 
 SIZE = 256
 
@@ -71,7 +71,7 @@ def fixed():
     lat_dims = ("sample", "timestep", "channel", "y", "x")
     ds = xr.Dataset(dict(curvature=(("sample", "branch") + lat_dims[1:], curvature.astype(np.float32)),
                          curvature_diff=(("sample", "baseline") + lat_dims[1:], diff.astype(np.float32)),
-                         score_diff=(("sample", "baseline") + lat_dims[1:], score.astype(np.float32))),
+                         score_diff_sq=(("sample", "baseline") + lat_dims[1:], score.astype(np.float32))),
                     coords=dict(sample=np.arange(n), prompt=("sample", prompts), seed=("sample", np.arange(n) % 3),
                                 branch=["cond"], baseline=["uncond", "checkpoint"], timestep=[1]))
     # Sample 1's seed reproduced a second template: one more item, the same map against another mask.

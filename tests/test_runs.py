@@ -90,7 +90,7 @@ def evaluate_unfinished(store, tmp_path, n_finished):
     truth = write_webster(tmp_path / "webster", PROMPTS, ["TV", "MV", "N"], [SEEDS] * 3, [mask], [[0], [], []])
     shutil.copytree(store, tmp_path / "eval" / "maps.zarr")
     r = run([*MEMCURV, "evaluate", tmp_path / "eval", "--ground-truth", truth, "--protocol", "reference"])
-    assert f"evaluating its {n_finished} finished samples of {len(PROMPTS) * len(SEEDS)}" in r.stdout
+    assert f"evaluating its {n_finished} finished samples of {len(PROMPTS) * len(SEEDS)}" in r.stderr
     table = pd.read_csv(tmp_path / "eval" / "evaluation.csv")
     assert (table.n_skipped.fillna(0) == 0).all() and "dh_uncond" in set(table.method)
 

@@ -5,7 +5,7 @@ from torch.func import jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from memcurv.curvature import coordinate_curvature
-from memcurv.pipeline import load_model
+from memcurv.models.load import load_model
 
 T = 21  # a low-noise step, where the reference procedure measures
 
@@ -37,7 +37,7 @@ def test_exact_matches_single_jvps(setup):
 @pytest.mark.parametrize("mode", ["forward", "reverse"])
 def test_hutchinson_within_stated_error(setup, mode):
     _, x, f, sigma, exact, _ = setup
-    est, se = coordinate_curvature(f, x, sigma, estimator="hutchinson", n_probes=64, seed=0, mode=mode)
+    est, se = coordinate_curvature(f, x, sigma, estimator="hutchinson", n_probes=64, probe_seed=0, mode=mode)
     covered = ((est - exact).abs() <= 3 * se).double().mean()
     assert covered >= 0.97, f"only {float(covered):.3f} of coordinates within 3 standard errors"
 
@@ -54,6 +54,6 @@ def test_fd_matches_exact(setup):
                                                 ("diagpp", dict(n_probes=64))])
 def test_structured_estimators_within_stated_error(setup, estimator, options):
     _, x, f, sigma, exact, _ = setup
-    est, se = coordinate_curvature(f, x, sigma, estimator=estimator, seed=0, **options)
+    est, se = coordinate_curvature(f, x, sigma, estimator=estimator, probe_seed=0, **options)
     covered = ((est - exact).abs() <= 3 * se).double().mean()
     assert covered >= 0.95, f"only {float(covered):.3f} of coordinates within 3 standard errors"

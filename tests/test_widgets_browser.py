@@ -31,10 +31,12 @@ UPDATE_TIMEOUT = 30_000  # ms: one control change, browser to kernel and back
 @pytest.fixture(scope="module")
 def maps_zarr(tmp_path_factory) -> Path:
     "A lazy-openable MemLab dataset: a template and a generalizing prompt, three captured timesteps, ground truth."
-    from memcurv.demo import load_memlab
-    from memcurv.groundtruth import memlab_truth, with_truth
-    from memcurv.maps import curvature_maps, save_maps
-    from memcurv.memlab import MemLab
+    from memcurv.memlab.demo import load_memlab
+    from memcurv.groundtruth import with_truth
+    from memcurv.memlab.truth import memlab_truth
+    from memcurv.maps import curvature_maps
+    from memcurv.schema import save_maps
+    from memcurv.memlab.data import MemLab
     lab, (model, early) = MemLab(), load_memlab()
     prompts = [lab.templated[0], lab.generalizing[0]]
     ds = curvature_maps(model, prompts, seeds=[0], checkpoint=early, steps=10, guidance=4.0, capture_steps=(3, 6, 9),
@@ -66,7 +68,7 @@ def lab_url(tmp_path_factory, maps_zarr):
     "JupyterLab serving a folder with one notebook that opens the dataset lazily and shows a CurvatureExplorer."
     root = tmp_path_factory.mktemp("lab")
     nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("from memcurv.maps import open_maps\nfrom memcurv.widgets import CurvatureExplorer"),
+        nbformat.v4.new_code_cell("from memcurv.schema import open_maps\nfrom memcurv.widgets import CurvatureExplorer"),
         nbformat.v4.new_code_cell(f"ds = open_maps({str(maps_zarr)!r}, chunks={{}})\nex = CurvatureExplorer(ds)\nex")])
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}
     nbformat.write(nb, root / "explore.ipynb")

@@ -9,7 +9,7 @@ import argparse
 import sys
 import warnings
 
-from .core import SAMPLERS
+from .core import FLOW_SAMPLERS, SAMPLERS
 from .curvature import CHANNEL_COLOURINGS, ESTIMATORS
 from .errors import MemcurvError, MemcurvWarning, check_int
 from .maps import CHECKPOINT_TEXT, PROCEDURES
@@ -35,7 +35,7 @@ def _maps(args):
                    estimator=args.estimator, n_probes=args.n_probes, probe_seed=args.probe_seed, dtype=args.dtype,
                    device=args.device, estimator_options=options, peers=args.peers, originals=args.originals,
                    batch_size=args.batch_size, workers=args.workers, dask_scheduler=args.dask_scheduler,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, download=args.download)
     print(f"wrote {out}: {dict(open_maps(out).sizes)}")
 
 # %% ../nbs/12_cli.ipynb #b379a2be
@@ -87,7 +87,8 @@ def _mitigate(args):
     if not args.prompt: raise MemcurvError("no prompts: pass --prompt (repeat for several).")
     table = mitigation_report(args.pipeline, args.prompt, args.seeds, args.out, guidance=args.guidance,
                               mask_guidance=args.mask_guidance, threshold=args.threshold, min_score=args.min_score,
-                              max_fraction=args.max_fraction, dtype=args.dtype, device=args.device)
+                              max_fraction=args.max_fraction, dtype=args.dtype, device=args.device,
+                              download=args.download)
     print(table.round(4).to_string(index=False))
     print(f"wrote {len(table)} before / mask / after PNGs, table.csv and report.html to {args.out}")
 
@@ -99,16 +100,19 @@ class _Parser(argparse.ArgumentParser):
 DTYPE_CHOICES = ("fp32", "fp16", "bf16", "fp64")
 
 def _model_options(p, what: str):
-    p.add_argument("pipeline", help=f"local diffusers pipeline folder (with model_index.json) {what}")
+    p.add_argument("pipeline", help=f"diffusers pipeline folder (with model_index.json) or hub id {what}")
+    p.add_argument("--download", action="store_true",
+                   help="fetch a hub id that is not in this machine's hub cache (default: the cache only)")
     p.add_argument("--prompt", action="append", help="a prompt; repeat for several")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of every prompt")
-    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance scale (default: the model's: its family's, or its memcurv.json)")
     p.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES)
     p.add_argument("--device", default="cpu")
 
 # %% ../nbs/12_cli.ipynb #28f953c5
 def _maps_parser(sub):
-    m = sub.add_parser("maps", help="curvature and difference maps for a local pipeline folder")
+    m = sub.add_parser("maps", help="curvature and difference maps of a pipeline (folder or hub id)")
     _model_options(m, "to measure")
     m.add_argument("--ground-truth",
                    help="Webster's ground-truth parquet: each prompt (default: every caption) with its gen_seeds")
@@ -123,9 +127,10 @@ def _maps_parser(sub):
     m.add_argument("--steps", type=int, help="sampling steps (default: the procedure's)")
     m.add_argument("--capture-steps", type=int, nargs="+", default=[-1],
                    help="step indices to measure at (default: the last)")
-    m.add_argument("--timesteps", type=int, nargs="+",
+    m.add_argument("--timesteps", type=float, nargs="+",
                    help="scheduler timesteps to measure at, instead of --capture-steps")
-    m.add_argument("--sampler", choices=SAMPLERS, help="ddim (the reference's) or dpm++ (DPM-Solver++, fewer steps)")
+    m.add_argument("--sampler", choices=SAMPLERS + FLOW_SAMPLERS,
+                   help="ddim (the reference's) or dpm++ (DPM-Solver++, fewer steps); euler on flow matching")
     m.add_argument("--estimator", choices=ESTIMATORS,
                    help="hutchinson (the reference), probing (coloured probes), diagpp (low rank + Hutchinson), "
                         "exact or fd (one product per coordinate); default: the procedure's")

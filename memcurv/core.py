@@ -207,10 +207,19 @@ class DiffusionModel:
         "The model with its networks in memory (a backend that reads them at first use reads them now)."
         return self
 
+    family = "custom"           # the family's name in memcurv.models (sd1, sd2, sdxl, sd3, flux, pixart)
+    patch_size = None           # a transformer's token side in latents (SD3, Flux, PixArt: 2); None: a UNet
     guidance_embedded = False   # True for guidance-distilled models (Flux-dev): the scale is an input, not a mix
     cross_attention = True      # False where text and image tokens attend jointly (SD3, Flux): no cross-attention map
     first_token = 1             # the position of a prompt's first token in `states` (0 for T5: no start token)
     uncond_text = "empty prompt"   # what the unconditional branch is conditioned on, as recorded in a maps Dataset
+
+    @property
+    def methods_not_defined(self) -> dict[str, str]:
+        "The methods (by registry name) this architecture does not have, each with why; a maps Dataset records them."
+        if self.cross_attention: return {}
+        why = "text and image tokens attend jointly in this family: it has no end-of-text cross-attention map"
+        return {"bright_ending": why, "bright_ending_score": why}
 
     @property
     def defaults(self) -> dict:

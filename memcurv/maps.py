@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -25,14 +25,21 @@ from .sampling import Samples, prompt_seed_pairs, resolve_steps, sample
 from .schema import BASELINES, MAPS_SCHEMA, TRAJECTORY_WINDOWS
 
 # %% auto #0
-__all__ = ['PROCEDURES', 'CHECKPOINT_TEXT', 'MapsSettings', 'maps_settings', 'MapsPlan', 'plan_maps', 'probe_seed_for',
-           'measure_curvature', 'to_dataset', 'trajectory_recorder', 'compute_maps', 'curvature_maps']
+__all__ = ['PROCEDURES', 'PATCH_PROBING', 'CHECKPOINT_TEXT', 'SD_DEFAULTS', 'MapsSettings', 'maps_settings', 'MapsPlan',
+           'plan_maps', 'probe_seed_for', 'measure_curvature', 'to_dataset', 'trajectory_recorder', 'compute_maps',
+           'curvature_maps']
 
 # %% ../nbs/06_maps.ipynb #78a4cda5
+# Per kind of noise schedule; steps None: the model's own. DDPM's fast one is tests/bench_estimators.py's choice.
 PROCEDURES = {
-    "reference": dict(sampler="ddim", steps=50, estimator="hutchinson", n_probes=16),   # the paper's
-    "fast": dict(sampler="dpm++", steps=5, estimator="probing", n_probes=4, distance=2),   # tests/bench_estimators.py
+    "reference": {"ddpm": dict(sampler="ddim", steps=50, estimator="hutchinson", n_probes=16),   # the paper's
+                  "flow": dict(sampler="euler", steps=None, estimator="hutchinson", n_probes=16)},
+    "fast": {"ddpm": dict(sampler="dpm++", steps=5, estimator="probing", n_probes=4, distance=2),
+             "flow": dict(sampler="euler", steps=None, estimator="probing", n_probes=4, distance=2)},
 }
+# A transformer's Jacobian is nearly block-diagonal by patch (tests/bench_families.py): the fast procedure's probes
+# give every coordinate of a patch its own colour, one sweep of patch² × channels products.
+PATCH_PROBING = dict(estimator="probing", channels="split")
 CHECKPOINT_TEXT = ("main", "own")
 
 @dataclass(frozen=True)
@@ -44,7 +51,7 @@ class MapsSettings:
     estimator: str
     n_probes: int
     estimator_options: dict = field(default_factory=dict)
-    guidance: float = 7.5
+    guidance: float = 7.5               # the model's own where none was given
     capture_steps: tuple = (-1,)
     timesteps: tuple | None = None
     probe_seed: int = 0
@@ -58,19 +65,34 @@ class MapsSettings:
         return json.loads(json.dumps({**d, "baselines": None if self.baselines is None else list(self.baselines)}))
 
 # %% ../nbs/06_maps.ipynb #1211380c
-def maps_settings(procedure: str = "fast", *, steps: int | None = None, sampler: str | None = None,
-                  estimator: str | None = None, n_probes: int | None = None, guidance: float = 7.5, capture_steps=(-1,),
-                  timesteps=None, probe_seed: int = 0, baselines=None, checkpoint_text: str = "main",
-                  **estimator_options) -> MapsSettings:
-    "`procedure`'s settings with every one given that is not None, checked as far as they can be without a model."
+SD_DEFAULTS = dict(guidance=7.5, steps=50)   # what a Stable Diffusion pipeline samples with
+
+def _timestep(t):
+    "A timestep as given: an int on a DDPM schedule, a float where flow matching's is fractional."
+    return int(t) if float(t).is_integer() else float(t)
+
+def maps_settings(procedure: str = "fast", *, model: DiffusionModel | None = None, steps: int | None = None,
+                  sampler: str | None = None, estimator: str | None = None, n_probes: int | None = None,
+                  guidance: float | None = None, capture_steps=(-1,), timesteps=None, probe_seed: int = 0,
+                  baselines=None, checkpoint_text: str = "main", **estimator_options) -> MapsSettings:
+    "`procedure`'s settings for `model` with every one given that is not None, checked as far as they can be."
     check_choice(procedure, "procedure", tuple(PROCEDURES), "'reference' is the paper's.")
-    preset = dict(PROCEDURES[procedure])
+    kind, samplers = (model.schedule.kind, model.schedule.samplers) if model is not None else ("ddpm", SAMPLERS)
+    defaults = model.defaults if model is not None else SD_DEFAULTS
+    preset = dict(PROCEDURES[procedure][kind])
+    patch = getattr(model, "patch_size", None)
+    if procedure == "fast" and patch:
+        channels = model.latent_shape[0]
+        preset |= PATCH_PROBING | dict(distance=patch, n_probes=patch * patch * channels)
     given = {k: v for k, v in dict(steps=steps, sampler=sampler, estimator=estimator, n_probes=n_probes).items()
              if v is not None}
+    preset_estimator = preset.get("estimator")
     base = {k: preset.pop(k) for k in ("sampler", "steps", "estimator", "n_probes")} | given
+    if base["steps"] is None: base["steps"] = defaults["steps"]
+    guidance = defaults["guidance"] if guidance is None else guidance
     # The preset's estimator options (probing's colouring) belong to its estimator: another estimator does not get them.
-    options = (preset if base["estimator"] == PROCEDURES[procedure]["estimator"] else {}) | estimator_options
-    check_choice(base["sampler"], "sampler", SAMPLERS, "'ddim' is the reference.")
+    options = (preset if base["estimator"] == preset_estimator else {}) | estimator_options
+    check_choice(base["sampler"], "sampler", samplers, f"{samplers[0]!r} is the reference on this schedule.")
     check_choice(base["estimator"], "estimator", ESTIMATORS)
     unknown = sorted(set(options) - set(ESTIMATOR_OPTIONS))
     if unknown:
@@ -84,7 +106,7 @@ def maps_settings(procedure: str = "fast", *, steps: int | None = None, sampler:
         if bad: raise MemcurvError(f"unknown baseline(s) {bad}: use {BASELINES}.")
     return MapsSettings(procedure, base["sampler"], int(base["steps"]), base["estimator"], base["n_probes"], options,
                         float(guidance), tuple(int(i) for i in capture_steps),
-                        None if timesteps is None else tuple(int(t) for t in timesteps), int(probe_seed),
+                        None if timesteps is None else tuple(_timestep(t) for t in timesteps), int(probe_seed),
                         None if baselines is None else tuple(baselines), checkpoint_text, tuple(given))
 
 # %% ../nbs/06_maps.ipynb #78a4cda6
@@ -99,6 +121,9 @@ class MapsPlan:
 def plan_maps(model: DiffusionModel, settings: MapsSettings, checkpoint=None) -> MapsPlan:
     "`settings` checked against `model`'s schedule and latents and its `checkpoint` (a model or a folder)."
     s = settings
+    samplers = model.schedule.samplers
+    check_choice(s.sampler, "sampler", samplers, f"this model's schedule samples with {samplers}: make the settings "
+                 "with maps_settings(..., model=model).")
     model.schedule.check_steps(s.steps)
     resolve_steps(sampler_timesteps(model.schedule, s.sampler, s.steps), s.capture_steps, s.timesteps)
     try: estimator = make_estimator(s.estimator, s.n_probes, model.latent_shape, **s.estimator_options)
@@ -136,7 +161,8 @@ def _branch_conditions(model, plan: MapsPlan, prompts) -> dict:
     if "checkpoint" in plan.baselines:
         ckpt = plan.checkpoint
         out["checkpoint"] = (ckpt, cond if plan.settings.checkpoint_text == "main" else ckpt.encode(prompts))
-    return out
+    # A guidance-distilled model (Flux-dev) is measured at the scale it sampled with, embedded in every branch.
+    return {b: (m, m.with_guidance(c, plan.settings.guidance)) for b, (m, c) in out.items()}
 
 def measure_curvature(model: DiffusionModel, samples: Samples, plan: MapsPlan, progress: bool = True) -> dict:
     "Curvature of each branch, the differences and score differences at every captured latent, and what they cost."
@@ -173,7 +199,9 @@ def _attrs(model, samples: Samples, plan: MapsPlan) -> dict:
     "Provenance, as netCDF-safe attributes (JSON strings for structured values)."
     s, ckpt = plan.settings, plan.checkpoint
     return dict(schema=MAPS_SCHEMA, memcurv_version=memcurv.__version__, created=datetime.now(timezone.utc).isoformat(),
-                model=model.source, checkpoint=ckpt.source if ckpt is not None else "",
+                model=model.source, family=model.family, uncond=model.uncond_text,
+                not_defined=json.dumps(model.methods_not_defined),
+                checkpoint=ckpt.source if ckpt is not None else "",
                 checkpoint_text=s.checkpoint_text if ckpt is not None else "",
                 scheduler=json.dumps(model.schedule.config, default=str),
                 prediction_type=model.schedule.prediction_type,
@@ -192,6 +220,9 @@ def to_dataset(samples: Samples, measured: dict, branches, baselines, schedule, 
     curv = measured["curvature"]
     alphas = np.array([schedule.alpha(t) for t in samples.timesteps])
     sigmas = np.array([schedule.sigma(t) for t in samples.timesteps])
+    # x_t / (alpha + sigma) = (1 - s) x_0 + s eps: the flow-matching noise level of the same signal-to-noise ratio,
+    # so that steps of two families (or two schedules) compare at the same s.
+    noise_levels = sigmas / (alphas + sigmas)
     post = posterior_variance(curv, alphas[None, None, :, None, None, None], sigmas[None, None, :, None, None, None])
     ds = xr.Dataset(
         dict(latent=(lat, samples.latents.float().cpu().numpy()),
@@ -203,7 +234,7 @@ def to_dataset(samples: Samples, measured: dict, branches, baselines, schedule, 
              image=(("sample", "color", "image_y", "image_x"), samples.images.float().cpu().numpy())),
         coords=dict(sample=np.arange(N), prompt=("sample", np.array(samples.prompts, dtype=object)),
                     seed=("sample", np.array(samples.seeds)), timestep=np.array(samples.timesteps),
-                    alpha=("timestep", alphas), sigma=("timestep", sigmas),
+                    alpha=("timestep", alphas), sigma=("timestep", sigmas), noise_level=("timestep", noise_levels),
                     step=("timestep", np.array(samples.step_indices)),
                     branch=list(branches), baseline=list(baselines), channel=np.arange(C), y=np.arange(H),
                     x=np.arange(W), color=["r", "g", "b"]),
@@ -255,13 +286,15 @@ def compute_maps(model: DiffusionModel, prompts, seeds, plan: MapsPlan, progress
 
 # %% ../nbs/06_maps.ipynb #8433ccaa
 def curvature_maps(model: DiffusionModel, prompts, seeds=(0,), *, procedure: str = "fast", checkpoint=None,
-                   baselines=None, checkpoint_text: str = "main", steps: int | None = None, guidance: float = 7.5,
+                   baselines=None, checkpoint_text: str = "main", steps: int | None = None,
+                   guidance: float | None = None,
                    capture_steps=(-1,), timesteps=None, sampler: str | None = None, estimator: str | None = None,
                    n_probes: int | None = None, probe_seed: int = 0, progress: bool = True,
                    **estimator_options) -> xr.Dataset:
     "Sample prompts × seeds, capture x_t, and measure curvature, posterior variance and the difference maps."
     prompt_seed_pairs(prompts, seeds)   # every argument is checked before the checkpoint is loaded or a step sampled
-    settings = maps_settings(procedure, steps=steps, sampler=sampler, estimator=estimator, n_probes=n_probes,
-                             guidance=guidance, capture_steps=capture_steps, timesteps=timesteps, probe_seed=probe_seed,
-                             baselines=baselines, checkpoint_text=checkpoint_text, **estimator_options)
+    settings = maps_settings(procedure, model=model, steps=steps, sampler=sampler, estimator=estimator,
+                             n_probes=n_probes, guidance=guidance, capture_steps=capture_steps, timesteps=timesteps,
+                             probe_seed=probe_seed, baselines=baselines, checkpoint_text=checkpoint_text,
+                             **estimator_options)
     return compute_maps(model, prompts, seeds, plan_maps(model, settings, checkpoint), progress)

@@ -23,7 +23,7 @@ from .evaluate.metrics import otsu_thresholds
 from .evaluate.prepare import method_maps, normalise
 from .maps import curvature_maps
 from .models.load import load_model
-from .sampling import branch_eps, denoise, initial_noise, prompt_seed_pairs
+from .sampling import denoise, initial_noise, peer_branches, prompt_seed_pairs
 from .schema import check_output_path
 
 # %% auto #0
@@ -85,11 +85,15 @@ def change_outside(before: torch.Tensor, after: torch.Tensor, mask: np.ndarray) 
     return float((after - before).abs()[:, keep].mean()) if keep.any() else float("nan")
 
 # %% ../nbs/09_mitigate.ipynb #292648b0
-def mitigate(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: float = 7.5, mask_guidance: float = -1.0,
-             threshold: float | None = None, min_score: float = 0.0, max_fraction: float = 0.9, procedure: str = "fast",
-             progress: bool = False) -> Mitigation:
+def _guidance(model, guidance) -> float:
+    "The guidance scale given, or the model's own (its family's, or its memcurv.json)."
+    return float(model.defaults["guidance"]) if guidance is None else check_real(guidance, "guidance")
+
+def mitigate(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: float | None = None,
+             mask_guidance: float = -1.0, threshold: float | None = None, min_score: float = 0.0,
+             max_fraction: float = 0.9, procedure: str = "fast", progress: bool = False) -> Mitigation:
     "Generate `prompt` at `seed`, mask where `dh_uncond` says it is memorized, and regenerate only there."
-    prompt_seed_pairs([prompt], [seed]); check_real(guidance, "guidance")
+    prompt_seed_pairs([prompt], [seed]); guidance = _guidance(model, guidance)
     if not 0 < max_fraction <= 1: raise MemcurvError(f"max_fraction must lie in (0, 1], got {max_fraction}.")
     start = time.perf_counter()
     ds = curvature_maps(model, [prompt], [seed], procedure=procedure, guidance=guidance, baselines=("uncond",),
@@ -122,12 +126,12 @@ def mitigate(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: flo
     return Mitigation(before.cpu(), after.cpu(), mask, pix, row)
 
 # %% ../nbs/09_mitigate.ipynb #a8ea11d0
-def wen_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: float = 7.5, steps: int = 5,
+def wen_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: float | None = None, steps: int = 5,
                    sampler: str = "dpm++", lr: float = 0.05, iterations: int = 10,
                    target: float | None = None) -> tuple[torch.Tensor, float]:
     "Wen et al.'s inference-time mitigation: Adam on the prompt's text embedding, then generate; (image, seconds)."
     start = time.perf_counter()
-    prompt_seed_pairs([prompt], [seed]); check_real(guidance, "guidance")
+    prompt_seed_pairs([prompt], [seed]); guidance = _guidance(model, guidance)
     uncond = model.uncond()
     x = model.check_latents(initial_noise(model, [seed]))
     t = int(make_sampler(model.schedule, sampler, steps).timesteps[0])
@@ -156,9 +160,9 @@ def sail_loss(model: DiffusionModel, latents: torch.Tensor, t: int, cond, uncond
     c, u = cond.expand(b), uncond.expand(b)
     # v-models, as released: its (x - alpha v) / sigma is eps's difference times -1/sigma
     scale = -1 / model.schedule.sigma(t) if model.schedule.prediction_type == "v_prediction" else 1.0
-    e_u, e_c = branch_eps(model, latents, t, c, u)
+    e_u, e_c = peer_branches(model, latents, t, c, u)
     d = scale * (e_c - e_u)
-    e_u, e_c = branch_eps(model, latents + d / d.flatten(1).norm(dim=1).view(b, *[1] * (d.ndim - 1)), t, c, u)
+    e_u, e_c = peer_branches(model, latents + d / d.flatten(1).norm(dim=1).view(b, *[1] * (d.ndim - 1)), t, c, u)
     return (scale * (e_c - e_u)).flatten(1).norm(dim=1) + weight * latents.flatten(1).norm(dim=1)
 
 def _latent_batch(model, seed: int, n: int) -> torch.Tensor:
@@ -220,11 +224,11 @@ def anisotropy_latent(model: DiffusionModel, prompt: str, seed: int = 0, *, thre
 
 # %% ../nbs/09_mitigate.ipynb #008be372
 def anisotropy_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, threshold: float,
-                          guidance: float = 7.5, steps: int = 5, sampler: str = "dpm++",
+                          guidance: float | None = None, steps: int = 5, sampler: str = "dpm++",
                           **options) -> tuple[torch.Tensor, float]:
     "Anisotropy's released mitigation: `prompt` generated from `anisotropy_latent`'s start; (image, seconds)."
     start = time.perf_counter()
-    prompt_seed_pairs([prompt], [seed]); check_real(guidance, "guidance")
+    prompt_seed_pairs([prompt], [seed]); guidance = _guidance(model, guidance)
     x, _ = anisotropy_latent(model, prompt, seed, threshold=threshold, steps=steps, sampler=sampler, **options)
     latent, _ = _generate(model, model.encode([prompt]), model.uncond(), seed, steps, guidance, sampler, start=x)
     return model.decode(latent)[0].cpu(), time.perf_counter() - start
@@ -257,16 +261,18 @@ def write_mitigation_report(results, table: pd.DataFrame, path) -> Path:
     return Path(path)
 
 # %% ../nbs/09_mitigate.ipynb #5c0a7e11
-def mitigation_report(pipeline, prompts, seeds=(0,), out="mitigate-out", *, guidance: float = 7.5,
+def mitigation_report(pipeline, prompts, seeds=(0,), out="mitigate-out", *, guidance: float | None = None,
                       mask_guidance: float = -1.0, threshold: float | None = None, min_score: float = 0.0,
-                      max_fraction: float = 0.9, dtype: str = "fp32", device: str = "cpu") -> pd.DataFrame:
-    "`mitigate` on every prompt × seed of a pipeline folder, written to `out`: PNGs, `table.csv`, `report.html`."
+                      max_fraction: float = 0.9, dtype: str = "fp32", device: str = "cpu",
+                      download: bool = False) -> pd.DataFrame:
+    "`mitigate` on every prompt × seed of a model (folder, hub id or object), written to `out`: PNGs, table, report."
     from PIL import Image
     prompts, seeds = prompt_seed_pairs(prompts, seeds)
     out = check_output_path(out, None, folder=True)
-    check_real(guidance, "guidance"); check_real(mask_guidance, "mask guidance")
+    if guidance is not None: check_real(guidance, "guidance")
+    check_real(mask_guidance, "mask guidance")
     # its configs: the networks load at the first generation
-    model, _ = load_model(pipeline, dtype=dtype, device=device)
+    model, _ = load_model(pipeline, dtype=dtype, device=device, download=download)
     results = [mitigate(model, p, s, guidance=guidance, mask_guidance=mask_guidance, threshold=threshold,
                         min_score=min_score, max_fraction=max_fraction) for p, s in zip(prompts, seeds)]
     out.mkdir(parents=True, exist_ok=True)

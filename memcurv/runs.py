@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .errors import MemcurvError, check_int
 from .images import load_originals
 from .maps import MapsSettings, compute_maps, maps_settings, plan_maps
-from .models.load import load_model
+from .models.load import load_model, open_model
 from .peers.fbmem import AttentionSegmenter, fb_mem_maps
 from .peers.suite import check_peer_steps, peer_methods
 from .sampling import prompt_seed_pairs
@@ -33,10 +33,15 @@ __all__ = ['COSTS', 'RUN_SCHEMA', 'run_config', 'config_differences', 'compute_b
            'check_store', 'finish_store', 'ModelPlugin', 'dask_worker_threads', 'cluster_client', 'run_maps']
 
 # %% ../nbs/10_runs.ipynb #45fa553a
+def _source(p) -> str | None:
+    "A model as a run records it: a folder by its absolute path, a hub id as given, an object by its `source`."
+    if p is None or not isinstance(p, (str, Path)): return p if p is None else open_model(p).source
+    path = Path(p).expanduser()
+    return str(path.resolve()) if path.exists() else str(p)
+
 def run_config(pipeline, settings: MapsSettings, checkpoint=None, dtype: str = "fp32", peers: bool = False) -> dict:
     "Every parameter that decides a run's maps besides its prompts and seeds, as JSON values: a resume must match them."
-    folder = lambda p: None if p is None else str(Path(p).resolve())
-    return dict(settings.config(), model=folder(pipeline), checkpoint=folder(checkpoint), dtype=str(dtype),
+    return dict(settings.config(), model=_source(pipeline), checkpoint=_source(checkpoint), dtype=str(dtype),
                 peers=bool(peers))
 
 def config_differences(stored: dict, wanted: dict) -> list[str]:
@@ -262,28 +267,31 @@ def _stream(model, checkpoint, plan, prompts, seeds, out, config, *, pipeline, d
 
 # %% ../nbs/10_runs.ipynb #bf15ad60
 def run_maps(pipeline, prompts, seeds=(0,), out="maps.zarr", *, procedure: str = "fast", checkpoint=None,
-             checkpoint_text: str = "main", baselines=None, steps: int | None = None, guidance: float = 7.5,
+             checkpoint_text: str = "main", baselines=None, steps: int | None = None, guidance: float | None = None,
              capture_steps=(-1,), timesteps=None, sampler: str | None = None, estimator: str | None = None,
              n_probes: int | None = None, probe_seed: int = 0, dtype: str = "fp32", device: str = "cpu",
              estimator_options=None, peers: bool = False, originals=None, batch_size: int = 4, workers: int = 0,
-             dask_scheduler: str | None = None, overwrite: bool = False, retries: int = 2,
+             dask_scheduler: str | None = None, overwrite: bool = False, retries: int = 2, download: bool = False,
              progress: bool = True) -> Path:
-    "The maps of every prompt × seed of a pipeline folder into `out`: a .nc file, or a .zarr store batch by batch."
+    "The maps of every prompt × seed of a model (folder, hub id or pipeline object) into a .nc file or a .zarr store."
     # Every argument and file is checked before a weight is read: the model opens with its configs alone.
     out = check_output_path(out)
     flat = prompt_seed_pairs(prompts, seeds)
-    settings = maps_settings(procedure, steps=steps, sampler=sampler, estimator=estimator, n_probes=n_probes,
-                             guidance=guidance, capture_steps=capture_steps, timesteps=timesteps, probe_seed=probe_seed,
-                             baselines=baselines, checkpoint_text=checkpoint_text, **(estimator_options or {}))
     batch_size, workers = check_int(batch_size, "batch size", 1), check_int(workers, "workers", 0)
-    if peers: check_peer_steps(settings.steps)
+    if (workers or dask_scheduler) and not isinstance(pipeline, (str, Path)):
+        raise MemcurvError("dask workers open the model themselves: give its folder or hub id, not an object.")
     if out.suffix == ".zarr" and originals is not None:
         raise MemcurvError("FB-Mem (originals) compares whole generations with the originals in memory: "
                            "write the maps as .nc, or run memcurv.peers.fbmem.fb_mem_maps on the finished store.")
     if out.suffix == ".nc" and (workers or dask_scheduler):
         raise MemcurvError("dask workers stream their maps into a store: end the output with .zarr to use them.")
     found = load_originals(originals) if originals is not None else None
-    model, ckpt = load_model(pipeline, checkpoint=checkpoint, dtype=dtype, device=device)
+    model, ckpt = load_model(pipeline, checkpoint=checkpoint, dtype=dtype, device=device, download=download)
+    settings = maps_settings(procedure, model=model, steps=steps, sampler=sampler, estimator=estimator,
+                             n_probes=n_probes, guidance=guidance, capture_steps=capture_steps, timesteps=timesteps,
+                             probe_seed=probe_seed, baselines=baselines, checkpoint_text=checkpoint_text,
+                             **(estimator_options or {}))
+    if peers: check_peer_steps(settings.steps)
     plan = plan_maps(model, settings, ckpt)
     if out.suffix == ".zarr":
         return _stream(model, ckpt, plan, *flat, out, run_config(pipeline, settings, checkpoint, dtype, peers),

@@ -16,7 +16,8 @@ from .errors import MemcurvError, check_finite, check_int, check_real
 
 # %% auto #0
 __all__ = ['SEED_MAX', 'check_seeds', 'check_prompts', 'prompt_seed_pairs', 'initial_noise', 'in_batches', 'Step',
-           'guided', 'branch_eps', 'branch_predictions', 'denoise', 'resolve_steps', 'Samples', 'sample']
+           'guided', 'branch_eps', 'branch_predictions', 'peer_output', 'peer_branches', 'denoise', 'resolve_steps',
+           'Samples', 'sample']
 
 # %% ../nbs/04_sampling.ipynb #f1d8879c
 SEED_MAX = 2**64 - 1
@@ -86,6 +87,13 @@ class Step:
     eps_cond: torch.Tensor
     eps: torch.Tensor | None = None      # the guided prediction the sampler stepped with
     x_next: torch.Tensor | None = None   # the latents after the step
+    pred_uncond: torch.Tensor | None = None   # the network's own outputs: ε, or a flow model's velocity
+    pred_cond: torch.Tensor | None = None
+
+    def peer_branches(self, model: DiffusionModel) -> tuple[torch.Tensor, torch.Tensor]:
+        "(uncond, cond) as the peers compare them (`peer_branches`): ε, or the velocity on flow matching."
+        flow = model.schedule.kind == "flow"
+        return (self.pred_uncond, self.pred_cond) if flow else (self.eps_uncond, self.eps_cond)
 
 def guided(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance) -> torch.Tensor:
     "Classifier-free guidance: eps_u + w (eps_c - eps_u), `w` a number or a tensor broadcast over the latents."
@@ -100,6 +108,15 @@ def branch_predictions(model: DiffusionModel, x, t, cond: Conditioning,
                        uncond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
     "What the sampler steps with (ε, or a flow model's velocity) for both branches, in one batch."
     return model.predict(torch.cat([x, x]), t, Conditioning.cat([uncond, cond])).chunk(2)
+
+def peer_output(model: DiffusionModel):
+    "The network output the peers compare: `eps`; on flow matching `predict`, the velocity (its guidance survives s=1)."
+    return model.predict if model.schedule.kind == "flow" else model.eps
+
+def peer_branches(model: DiffusionModel, x, t, cond: Conditioning,
+                  uncond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+    "(uncond, cond) of `peer_output`, both branches in one batch."
+    return peer_output(model)(torch.cat([x, x]), t, Conditioning.cat([uncond, cond])).chunk(2)
 
 # %% ../nbs/04_sampling.ipynb #5d1e7b22
 def _step_guidance(guidance, step: Step):
@@ -140,7 +157,8 @@ def denoise(model: DiffusionModel, x: torch.Tensor, cond: Conditioning, uncond: 
             scale = guidance[i] if isinstance(guidance, list) else guidance
             c, u = model.with_guidance(cond, scale), model.with_guidance(uncond, scale)
         with torch.no_grad(): p_u, p_c = branch_predictions(model, x, t_i, c, u)
-        step = Step(sample, i, t_i, x, schedule.eps_from(p_u, x, t_i), schedule.eps_from(p_c, x, t_i))
+        step = Step(sample, i, t_i, x, schedule.eps_from(p_u, x, t_i), schedule.eps_from(p_c, x, t_i),
+                    pred_uncond=p_u, pred_cond=p_c)
         w = 1.0 if model.guidance_embedded else _step_guidance(guidance, step)
         if inside is not None:
             w = torch.where(inside, torch.tensor(mask_guidance, dtype=x.dtype), torch.tensor(w, dtype=x.dtype))

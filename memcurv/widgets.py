@@ -98,7 +98,7 @@ def _truth(ds: xr.Dataset, i: int) -> np.ndarray | None:
 def _sample_controls(ds: xr.Dataset, sample: int, timestep) -> tuple[widgets.Dropdown, widgets.SelectionSlider]:
     "The sample dropdown and the timestep slider of both explorers (default timestep: the last captured)."
     samples, timesteps = sample_options(ds), [(str(t), t) for t in ds.timestep.values.tolist()]
-    timestep = int(ds.timestep[-1]) if timestep is None else timestep
+    timestep = ds.timestep.values[-1].item() if timestep is None else timestep
     return (widgets.Dropdown(options=samples, value=_choice("sample", sample, samples), description="sample",
                              layout=widgets.Layout(width="420px")),
             widgets.SelectionSlider(options=timesteps, value=_choice("timestep", timestep, timesteps),

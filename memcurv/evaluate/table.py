@@ -5,6 +5,7 @@
 # %% ../../nbs/evaluate/03_table.ipynb #f4be8601
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,7 @@ SUBSETS = {"TV": ("TV",), "MV": ("MV", "RV"), "N": ("N",), "all": ("TV", "MV", "
 THRESHOLD_RULES = ("reference", "oracle_iou", "calibrated", "otsu")
 PROTOCOLS = {"reference": ("reference",), "memcurv": ("oracle_iou", "calibrated", "otsu"), "all": THRESHOLD_RULES}
 COLUMNS = ["method", "subset", "threshold_rule", "iou", "miou", "accuracy", "dice", "auroc", "ap", "det_auc",
-           "tpr_at_1fpr", "seconds", "tpr_at_3fpr", "iou_ci_low", "iou_ci_high", "n_samples", "n_skipped"]
+           "tpr_at_1fpr", "seconds", "tpr_at_3fpr", "iou_ci_low", "iou_ci_high", "n_samples", "n_skipped", "note"]
 
 # %% ../../nbs/evaluate/03_table.ipynb #240ece85
 def calibration_split(prompts, labels=None) -> np.ndarray:
@@ -158,6 +159,9 @@ def evaluate_dataset(ds: xr.Dataset, masks=None, labels=None, samples=None, time
             if subset != "N" and n:
                 rows.append(dict(method=m.name, subset=subset, threshold_rule="none",
                                  **_detection(scores, det_labels, subset), seconds=method_seconds(ds, m), n_samples=n))
+    # The methods the model's family does not have: a row that says so, rather than a silent gap.
+    for name, why in json.loads(ds.attrs.get("not_defined", "{}")).items():
+        rows.append(dict(method=name, subset="all", threshold_rule="none", note=f"not defined for this family: {why}"))
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 # %% ../../nbs/evaluate/03_table.ipynb #7e1f0a11
@@ -207,5 +211,6 @@ def paper_table(table: pd.DataFrame, protocol: str = "reference", subsets=("TV",
     wide = wide.reindex(columns=[(m, r, s) for r in rules for s in subsets for m in metrics])
     wide.columns = [f"{r} {s} {m}" for m, r, s in wide.columns]
     det = table[table.subset == "all"].drop_duplicates("method").set_index("method")
-    det = det[["det_auc", "tpr_at_1fpr", "seconds"]]
+    noted = "note" in table and table["note"].notna().any()
+    det = det[["det_auc", "tpr_at_1fpr", "seconds"] + (["note"] if noted else [])]
     return wide.join(det, how="outer").loc[list(table.method.unique())]

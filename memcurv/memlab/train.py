@@ -19,12 +19,15 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..core import SD_SCHEDULER
 from ..errors import MemcurvError
 from .data import MemLab
+from ..models.files import DEFAULTS_FILE
 from ..models.fixtures import tiny_text_encoder, tiny_unet, write_clip_tokenizer
 
 # %% auto #0
-__all__ = ['save_pipeline', 'training_timesteps', 'train_memlab']
+__all__ = ['MEMLAB_DEFAULTS', 'save_pipeline', 'training_timesteps', 'train_memlab']
 
 # %% ../../nbs/memlab/01_train.ipynb #2cb59827
+MEMLAB_DEFAULTS = {"guidance": 4.0}
+
 def save_pipeline(path, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, scheduler,
                   dtype: torch.dtype = torch.float32) -> Path:
     "Write a VAE-less Stable Diffusion pipeline folder to `path` (weights cast to `dtype`) and return the path."
@@ -38,6 +41,7 @@ def save_pipeline(path, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
          "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
          "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", type(scheduler).__name__],
          "vae": [None, None], "safety_checker": [None, None], "feature_extractor": [None, None]}, indent=2))
+    (path / DEFAULTS_FILE).write_text(json.dumps(MEMLAB_DEFAULTS))
     return path
 
 # %% ../../nbs/memlab/01_train.ipynb #a0f7c595

@@ -65,6 +65,7 @@ class SD3Model(PipelineModel):
         self.schedule = FlowSchedule(check_flow_scheduler(configs["scheduler"], f"{self.source}'s scheduler"))
         tr = configs["transformer"]
         self.latent_shape = (tr["in_channels"], *self._latent_side(configs["vae"], tr["sample_size"]))
+        self.patch_size = int(tr["patch_size"])
 
     def _encode(self, prompts):
         states, _, pooled, _ = self.pipe.encode_prompt(
@@ -83,6 +84,7 @@ class FluxModel(PipelineModel):
     PARTS = ("transformer", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler", "vae")
     DEFAULTS = dict(guidance=3.5, steps=28, sampler="euler", max_sequence_length=512)
     family, family_name, first_token, cross_attention = "flux", "Flux", 0, False
+    patch_size = 2   # the pipeline packs 2×2 latents into one token
     TOKEN_ENCODER, TOKENIZER = "text_encoder_2", "tokenizer_2"
 
     def _configure(self, configs):
@@ -135,6 +137,7 @@ class PixArtModel(PipelineModel):
         self.schedule = Schedule(check_ddpm_scheduler(configs["scheduler"], f"{self.source}'s scheduler"))
         tr = configs["transformer"]
         self.latent_shape = (tr["in_channels"], *self._latent_side(configs["vae"], tr["sample_size"]))
+        self.patch_size = int(tr["patch_size"])
         # PixArt-α 1024 px is conditioned on the image size and aspect ratio as well
         self.size_conditioned = tr["sample_size"] == 128
 

@@ -19,7 +19,7 @@ from ..errors import MemcurvError
 # %% auto #0
 __all__ = ['WEIGHT_FILES', 'FOLDER_HINT', 'DTYPES', 'DEFAULTS_FILE', 'DEFAULT_KEYS', 'read_model_index', 'check_parts',
            'check_weight_files', 'loading', 'quiet_loading', 'check_finite_weights', 'parse_dtype', 'check_device',
-           'read_json', 'read_defaults', 'pipeline_in_memory']
+           'read_json', 'read_defaults', 'pipeline_defaults', 'pipeline_in_memory']
 
 # %% ../../nbs/models/00_files.ipynb #f1135b32
 WEIGHT_FILES = ("*.safetensors", "*.bin")
@@ -146,6 +146,11 @@ def read_defaults(folder) -> dict:
     unknown = sorted(set(found) - set(DEFAULT_KEYS))
     if unknown: raise MemcurvError(f"{f}: unknown key(s) {unknown}; memcurv reads {DEFAULT_KEYS}.")
     return found
+
+def pipeline_defaults(pipe) -> dict:
+    "`read_defaults` of the folder a pipeline object was loaded from ({} for one built in memory or from a hub id)."
+    folder = str(getattr(pipe, "name_or_path", "") or "")
+    return read_defaults(folder) if folder and Path(folder).is_dir() else {}
 
 # %% ../../nbs/models/00_files.ipynb #1d3e5a06
 def pipeline_in_memory(pipe, denoiser, dtype=None, device=None) -> tuple[str, torch.dtype, torch.device]:

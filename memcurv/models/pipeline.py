@@ -11,8 +11,9 @@ import torch
 from diffusers import DiffusionPipeline
 from ..core import Conditioning, DiffusionModel
 from ..errors import MemcurvError
-from .files import (check_device, check_finite_weights, check_parts, check_weight_files, loading, parse_dtype,
-                    pipeline_in_memory, quiet_loading, read_defaults, read_json, read_model_index)
+from .files import (check_device, check_finite_weights, check_parts, check_weight_files, loading,
+                                  parse_dtype, pipeline_defaults, pipeline_in_memory, quiet_loading, read_defaults,
+                                  read_json, read_model_index)
 from .sd import recording, switched_off, value_channels
 
 # %% auto #0
@@ -45,7 +46,7 @@ class PipelineModel(DiffusionModel):
     def __init__(self, source, dtype=None, device=None):
         if isinstance(source, DiffusionPipeline):
             self.source, self.dtype, self.device = pipeline_in_memory(source, self.DENOISER, dtype, device)
-            self.index, self.path, self.user_defaults = dict(source.config), None, {}
+            self.index, self.path, self.user_defaults = dict(source.config), None, pipeline_defaults(source)
             self._configure({p: dict(getattr(source, p).config) for p in (self.DENOISER, "scheduler", "vae")})
             self._pipe = self._checked(source, self.source)
         else:

@@ -17,8 +17,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..core import Conditioning, DiffusionModel, Schedule
 from ..errors import MemcurvError, MemcurvWarning
 from .files import (check_device, check_finite_weights, check_parts, check_weight_files, loading,
-                                  parse_dtype, pipeline_in_memory, quiet_loading, read_defaults, read_json,
-                                  read_model_index)
+                                  parse_dtype, pipeline_defaults, pipeline_in_memory, quiet_loading, read_defaults,
+                                  read_json, read_model_index)
 
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'OTHER_NOISE_FAMILIES', 'SD_PARTS', 'check_ddpm_scheduler',
@@ -160,7 +160,7 @@ class StableDiffusionModel(DiffusionModel):
     def _from_pipeline(self, pipe, dtype, device):
         "A `StableDiffusionPipeline` in memory, its weights used as they are."
         self.source, self.dtype, self.device = pipeline_in_memory(pipe, "unet", dtype, device)
-        self.index, self.path, self.user_defaults = dict(pipe.config), None, {}
+        self.index, self.path, self.user_defaults = dict(pipe.config), None, pipeline_defaults(pipe)
         self.schedule = Schedule(check_ddpm_scheduler(dict(pipe.scheduler.config), f"{self.source}'s scheduler"))
         size = pipe.unet.config.sample_size
         self.latent_shape = (pipe.unet.config.in_channels, *((size, size) if isinstance(size, int) else size))

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 import xarray as xr
 
-from ..core import DiffusionModel
+from ..core import DiffusionModel, reference_timesteps
 from ..errors import check_choice
-from ..sampling import branch_eps, in_batches, initial_noise, prompt_seed_pairs
+from ..sampling import in_batches, initial_noise, peer_branches, prompt_seed_pairs
 from ..schema import per_sample
 
 # %% auto #0
@@ -31,15 +31,15 @@ def anisotropy(model: DiffusionModel, prompts, seeds=range(4), steps: int = 50, 
     gammas = anisotropy_gammas(model) if gammas is None else tuple(gammas)
     in_v = variant == "released" and model.schedule.prediction_type == "v_prediction"
     all_prompts, all_seeds = prompt_seed_pairs(prompts, seeds)
-    ts = model.schedule.ddim_timesteps(steps)
+    ts = reference_timesteps(model.schedule, steps)
     def terms(prompts, seeds):
         x = initial_noise(model, seeds)
         cond, uncond = model.encode(prompts), model.uncond(len(prompts))
         with torch.no_grad():
-            e_u, e_c = branch_eps(model, x, ts[0], cond, uncond)
+            e_u, e_c = peer_branches(model, x, ts[0], cond, uncond)
             # eps = alpha v + sigma x, so (alpha / sigma^2)(v_c - v_u) = (eps_c - eps_u) / sigma^2
             norm = ((e_c - e_u) / (model.schedule.sigma(ts[0]) ** 2 if in_v else 1)).flatten(1).norm(dim=1)
-            e_u, e_c = branch_eps(model, x, ts[-3], cond, uncond)
+            e_u, e_c = peer_branches(model, x, ts[-3], cond, uncond)
             a, s = model.schedule.alpha(ts[-3]), model.schedule.sigma(ts[-3])
             u, d = ((e_u - s * x) / a, (e_c - e_u) / a) if in_v else (e_u, e_c - e_u)   # raw v recovered from eps
             cosine = torch.nn.functional.cosine_similarity(u, d, dim=1).flatten(1).mean(1)

@@ -21,7 +21,8 @@ def bright_ending(model: DiffusionModel, prompts, seeds=range(4), steps: int = 5
                   sampler: str = "ddim") -> xr.DataArray:
     "End-of-text cross-attention at the last step (sample, y, x) at the latent size, with its localized `score` coord."
     all_prompts, all_seeds = prompt_seed_pairs(prompts, seeds)
-    end = np.array([len(model.prompt_tokens(p)) + 1 for p in all_prompts])   # after the start token and the prompt's
+    # the end-of-text token follows the prompt's, which start at `first_token` (after CLIP's start token; T5 has none)
+    end = np.array([model.first_token + len(model.prompt_tokens(p)) for p in all_prompts])
     maps, scores, squares = [None] * len(all_prompts), np.zeros(len(all_prompts)), []
     def record(step):
         x, first = step.x, step.sample

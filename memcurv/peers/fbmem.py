@@ -16,7 +16,7 @@ from pytorch_msssim import ms_ssim
 from skimage.filters import threshold_otsu
 from tqdm.auto import tqdm
 
-from ..core import DiffusionModel
+from ..core import DiffusionModel, reference_timesteps
 from ..errors import MemcurvError
 from ..images import check_images
 
@@ -30,7 +30,7 @@ class AttentionSegmenter:
     def __init__(self, model: DiffusionModel, timestep: int | None = None, seed: int = 0):
         self.model, self.seed = model, seed
         # The last step of a 50-step DDIM schedule, as Bright Ending reads attention: the image is nearly clean there.
-        t = model.schedule.ddim_timesteps(50)[-1] if timestep is None else timestep
+        t = reference_timesteps(model.schedule, 50)[-1] if timestep is None else timestep
         self.timestep = model.schedule.check_timestep(t)
 
     def attention(self, image: torch.Tensor, prompt: str) -> np.ndarray:
@@ -46,7 +46,7 @@ class AttentionSegmenter:
         x = (m.schedule.alpha(t) * z + m.schedule.sigma(t) * noise).to(m.device)
         with m.recording_cross_attention() as attention:
             with torch.no_grad(): m.eps(x, t, m.encode([prompt]))
-            probs = attention.probs.mean((0, 2))[0, :, 1:n + 1].mean(-1)   # (queries,)
+            probs = attention.probs.mean((0, 2))[0, :, m.first_token:m.first_token + n].mean(-1)   # (queries,)
         side = int(round(probs.numel() ** 0.5))
         up = F.interpolate(probs.reshape(1, 1, side, side).float(), size=image.shape[-2:], mode="bilinear",
                            align_corners=False)

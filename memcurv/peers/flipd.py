@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core import DiffusionModel
+from ..core import DiffusionModel, reference_timesteps
 from ..curvature import coordinate_curvature
 from ..errors import MemcurvError
 
@@ -32,17 +32,18 @@ def flipd_lid(ds: xr.Dataset, timestep=None) -> xr.Dataset:
     coords = ("channel", "y", "x")
     D, s2 = int(np.prod([ds.sizes[d] for d in coords])), float(at.sigma) ** 2
     collapsed = s2 * at.curvature.astype(np.float64).sum(coords)            # -sigma^2 tr(grad s) per branch
-    out = {"flipd_lid": (D - collapsed).drop_vars(["timestep", "alpha", "sigma", "step"], errors="ignore"),
+    step_coords = ["timestep", "alpha", "sigma", "noise_level", "step"]   # of the one step read: not per sample
+    out = {"flipd_lid": (D - collapsed).drop_vars(step_coords, errors="ignore"),
            "flipd_collapse": collapsed.sel(branch="cond", drop=True)}
     for b in at.baseline.values:
         out[f"flipd_collapse_{b}"] = (s2 * at.curvature_diff.sel(baseline=b, drop=True).astype(np.float64).sum(coords))
-    out = xr.Dataset({k: v.drop_vars(["timestep", "alpha", "sigma", "step"], errors="ignore") for k, v in out.items()})
+    out = xr.Dataset({k: v.drop_vars(step_coords, errors="ignore") for k, v in out.items()})
     extra = time.perf_counter() - start
     shared = float(ds.attrs.get("seconds_sampling", np.nan)) + float(ds.attrs.get("seconds_curvature", np.nan))
     for k in out.data_vars:
         # What a user pays for it: the curvature maps it reads, plus the reading (no model call, no Jacobian product)
         out[k].attrs.update(seconds=shared + extra, seconds_extra=extra, jacobian_products_extra=0,
-                            timestep=int(at.timestep))
+                            timestep=at.timestep.item())
     out.flipd_lid.attrs["long_name"] = "FLIPD local intrinsic dimension D - sigma^2 tr(-H) (trace term), per branch"
     out.flipd_collapse.attrs["long_name"] = ("D - FLIPD LID of the conditional branch: collapsed directions "
                                              "(higher: more memorized)")
@@ -52,7 +53,7 @@ def flipd_lid(ds: xr.Dataset, timestep=None) -> xr.Dataset:
 def flipd_released(model: DiffusionModel, x0: torch.Tensor, prompts, timestep: int | None = None,
                    estimator: str = "hutchinson", n_probes: int = 16, probe_seed: int = 0) -> np.ndarray:
     "FLIPD as released: D + sigma^2 tr(grad s) + sigma^2 ||s||^2 at alpha x0, conditioned on each prompt."
-    t = model.schedule.check_timestep(model.schedule.ddim_timesteps(50)[-1] if timestep is None else timestep)
+    t = model.schedule.check_timestep(reference_timesteps(model.schedule, 50)[-1] if timestep is None else timestep)
     a, s = model.schedule.alpha(t), model.schedule.sigma(t)
     x = model.check_latents(a * x0)
     f = model.eps_fn(t, model.encode(list(prompts)))

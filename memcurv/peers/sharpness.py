@@ -10,8 +10,8 @@ import xarray as xr
 from torch.func import jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..core import DiffusionModel
-from ..sampling import in_batches, initial_noise, prompt_seed_pairs
+from ..core import DiffusionModel, reference_timesteps
+from ..sampling import in_batches, initial_noise, peer_output, prompt_seed_pairs
 from ..schema import per_sample
 
 # %% auto #0
@@ -21,11 +21,13 @@ __all__ = ['sharpness']
 def sharpness(model: DiffusionModel, prompts, seeds=range(4), steps: int = 50, batch_size: int = 8) -> xr.DataArray:
     "||(H_c - H_u) (s_c - s_u)|| at x_T and the first DDIM timestep, by one forward-mode JVP through both branches."
     all_prompts, all_seeds = prompt_seed_pairs(prompts, seeds)
-    t = model.schedule.ddim_timesteps(steps)[0]
+    t = reference_timesteps(model.schedule, steps)[0]
     sigma = model.schedule.sigma(t)
     def metric(prompts, seeds):
         x = initial_noise(model, seeds)
-        f_c, f_u = model.eps_fn(t, model.encode(prompts)), model.eps_fn(t, model.uncond(len(prompts)))
+        # On flow matching the velocity's (sampling.peer_output): eps's Jacobian is the identity at pure noise.
+        out, c, u = peer_output(model), model.encode(prompts), model.uncond(len(prompts))
+        f_c, f_u = (lambda z: out(z, t, c)), (lambda z: out(z, t, u))
         with torch.no_grad(): ds = -(f_c(x) - f_u(x)) / sigma
         # Fused attention kernels have no forward-mode derivative; the math kernel does.
         with sdpa_kernel(SDPBackend.MATH): _, Jd = jvp(lambda z: f_c(z) - f_u(z), (x,), (ds,))

@@ -32,9 +32,11 @@ def check_peer_steps(steps: int) -> int:
 # %% ../../nbs/peers/07_suite.ipynb #ec49e44f
 def peer_methods(model: DiffusionModel, ds: xr.Dataset, methods=PEERS, batch_size: int = 8,
                  progress: bool = True) -> xr.Dataset:
-    "Each peer on the prompts × seeds of a maps Dataset, with its wall time in `attrs['seconds']`; merge it into `ds`."
+    "Each peer defined for `model` on the prompts × seeds of a maps Dataset, timed in `attrs['seconds']`; merge it."
     unknown = [m for m in methods if m not in PEERS]
     if unknown: raise MemcurvError(f"unknown peer method(s) {unknown}: use some of {PEERS}.")
+    # A method the family does not have is skipped: the Dataset's `not_defined` attribute says why, and the table.
+    methods = [m for m in methods if m not in model.methods_not_defined]
     pairs = list(ds.prompt.values), [int(s) for s in ds.seed.values]
     prompts = list(dict.fromkeys(pairs[0]))
     seeds = {p: [s for q, s in zip(*pairs) if q == p] for p in prompts}

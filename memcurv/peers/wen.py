@@ -9,9 +9,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..core import DiffusionModel
+from ..core import DiffusionModel, reference_timesteps
 from ..errors import MemcurvError, check_choice
-from ..sampling import in_batches, initial_noise, prompt_seed_pairs, sample
+from ..sampling import in_batches, initial_noise, peer_output, prompt_seed_pairs, sample
 from ..schema import per_sample, sample_coords
 
 # %% auto #0
@@ -28,7 +28,8 @@ def wen_norm(model: DiffusionModel, prompts, seeds=range(4), steps: int = 50, gu
     def record(step):
         if step.index < n:
             first = step.sample
-            norms = (step.eps_cond - step.eps_uncond).flatten(1).norm(dim=1)
+            u, c = step.peer_branches(model)
+            norms = (c - u).flatten(1).norm(dim=1)
             total[first:first + len(step.x)] += norms.double().cpu().numpy()
     sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=progress, observers=[record],
            sampler=sampler)
@@ -50,19 +51,20 @@ def _released_significance(model, prompts, seeds, steps, guidance, target_steps,
             rows = [j for j, q in enumerate(batch) if q == p]
             leaf = conds[p].states.detach().clone().requires_grad_(True)
             with torch.enable_grad():
-                norm = (model.eps(x[rows], t, conds[p].with_states(leaf).expand(len(rows))) - e_u[rows]).float().norm()
+                out = peer_output(model)(x[rows], t, conds[p].with_states(leaf).expand(len(rows)))
+                norm = (out - e_u[rows]).float().norm()
                 grad, = torch.autograd.grad(norm, leaf)
             part, value = acc.setdefault((p, i), [0.0, 0.0]), float(norm.detach())
             part[0] = part[0] + value * grad[0].double().cpu(); part[1] += value ** 2
     if max(target_steps) == 0:   # the first step needs no denoising: x_T only
-        t = model.schedule.ddim_timesteps(steps)[0]
+        t = reference_timesteps(model.schedule, steps)[0]
         for start in range(0, len(all_seeds), batch_size):
             x = initial_noise(model, all_seeds[start:start + batch_size])
-            with torch.no_grad(): e_u = model.eps(x, t, uncond.expand(len(x)))
+            with torch.no_grad(): e_u = peer_output(model)(x, t, uncond.expand(len(x)))
             gradients(start, 0, t, x, e_u)
     else:
         sample(model, prompts, seeds, steps=steps, guidance=guidance, progress=False, sampler=sampler,
-               observers=[lambda st: gradients(st.sample, st.index, st.t, st.x, st.eps_uncond)])
+               observers=[lambda st: gradients(st.sample, st.index, st.t, st.x, st.peer_branches(model)[0])])
     n_gen = {p: all_prompts.count(p) for p in conds}
     per_prompt = {p: np.mean([(acc[p, i][0] / np.sqrt(acc[p, i][1])).norm(dim=-1).numpy() for i in target_steps], 0)
                   / (2 * n_gen[p]) for p in conds}
@@ -71,13 +73,13 @@ def _released_significance(model, prompts, seeds, steps, guidance, target_steps,
 # %% ../../nbs/peers/00_wen.ipynb #64a42575
 def _input_significance(model, all_prompts, all_seeds, steps, batch_size) -> np.ndarray:
     "The `token_embeddings` variant: per generation, ||d ||eps_c - eps_u|| / d token embedding|| at x_T, (sample, 77)."
-    t = model.schedule.ddim_timesteps(steps)[0]
+    t = reference_timesteps(model.schedule, steps)[0]
     def grad_norms(prompts, seeds):
         x = initial_noise(model, seeds)
-        with torch.no_grad(): e_u = model.eps(x, t, model.uncond(len(prompts)))
+        with torch.no_grad(): e_u = peer_output(model)(x, t, model.uncond(len(prompts)))
         cond, emb = model.encode_with_token_embeddings(prompts)
         with torch.enable_grad():
-            norm = (model.eps(x, t, cond) - e_u).flatten(1).float().norm(dim=1)
+            norm = (peer_output(model)(x, t, cond) - e_u).flatten(1).float().norm(dim=1)
             # samples are independent: one backward gives each its own gradient
             grad, = torch.autograd.grad(norm.sum(), emb)
         return (grad.float().norm(dim=-1).cpu().numpy(),)

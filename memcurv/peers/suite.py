@@ -36,7 +36,8 @@ def peer_methods(model: DiffusionModel, ds: xr.Dataset, methods=PEERS, batch_siz
     unknown = [m for m in methods if m not in PEERS]
     if unknown: raise MemcurvError(f"unknown peer method(s) {unknown}: use some of {PEERS}.")
     # A method the family does not have is skipped: the Dataset's `not_defined` attribute says why, and the table.
-    methods = [m for m in methods if m not in model.methods_not_defined]
+    # (FLIPD reads the Dataset alone: it runs with model=None.)
+    methods = [m for m in methods if m not in (model.methods_not_defined if model is not None else {})]
     pairs = list(ds.prompt.values), [int(s) for s in ds.seed.values]
     prompts = list(dict.fromkeys(pairs[0]))
     seeds = {p: [s for q, s in zip(*pairs) if q == p] for p in prompts}

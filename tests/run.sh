@@ -3,6 +3,7 @@
 # notebooks generate, then runs the notebook tests and the pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+phase() { echo "[tests/run.sh] $1 done at ${SECONDS} s"; }   # the phases' times, for keeping the command within 20 minutes
 
 python -m pip install -q --disable-pip-version-check torch==2.13.0   # first, so pip keeps the CPU build
 python -m pip install -q --disable-pip-version-check -e ".[dev]"
@@ -11,6 +12,7 @@ if ! command -v chromium > /dev/null; then
   sudo_="" && [ "$(id -u)" -ne 0 ] && sudo_="sudo"
   $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium > /dev/null
 fi
+phase install
 
 # Notebooks are the source of truth: exporting and cleaning them must not change anything.
 snapshot=$(mktemp -d)
@@ -25,6 +27,7 @@ fi
 python tests/make_readme.py --check
 # The library's lines are at most 120 characters (pyproject.toml's [tool.ruff]; the exported modules, not _modidx.py).
 ruff check memcurv
+phase "export, clean, README and ruff checks"
 
 # Two cores: two notebooks at a time, one thread each, so torch does not oversubscribe the CPU.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -33,4 +36,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 # in tests/test_docs_site.py read. Running nbdev_test as well would execute every notebook a second time.
 site="$(mktemp -d)/_site"
 memcurv docs --nbs nbs --out "$site" --quiet
-MEMCURV_TEST_SITE="$site" python -m pytest tests -q -p no:cacheprovider --durations=10
+phase "notebooks and docs site"
+# Two pytest workers (pytest-xdist), one per core; the commands the tests start run on one thread each (OMP_NUM_THREADS).
+MEMCURV_TEST_SITE="$site" python -m pytest tests -q -p no:cacheprovider -n 2 --durations=10
+phase pytest

@@ -188,8 +188,8 @@ def _other_parsers(sub):
     e.add_argument("dir", help="folder with maps.nc or maps.zarr (as written by `memcurv demo` or `memcurv maps`)")
     e.add_argument("--ground-truth", help="Webster's ground-truth parquet file, when maps.nc has no gt_mask")
     e.add_argument("--templates", help="Webster's templates folder (default: next to the ground-truth file)")
-    e.add_argument("--timestep", type=int,
-                   help="captured scheduler timestep to evaluate at (default: the last captured)")
+    e.add_argument("--timestep", type=float,
+                   help="captured timestep to evaluate at (a float on flow matching; default: the last captured)")
     e.add_argument("--channel", default="sum", choices=["sum", "abs", "max"],
                    help="channel reduction of the latent maps")
     e.add_argument("--protocol", default="all", choices=["reference", "memcurv", "all"],

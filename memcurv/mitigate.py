@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from plotly.subplots import make_subplots
 
-from .core import DiffusionModel, make_sampler
+from .core import DiffusionModel, sampler_timesteps
 from .errors import MemcurvError, MemcurvWarning, check_real
 from .evaluate.metrics import otsu_thresholds
 from .evaluate.prepare import method_maps, normalise
-from .maps import curvature_maps
+from .maps import curvature_maps, maps_settings
 from .models.load import load_model
-from .sampling import denoise, initial_noise, peer_branches, prompt_seed_pairs
+from .sampling import denoise, initial_noise, peer_branches, peer_output, prompt_seed_pairs
 from .schema import check_output_path
 
 # %% auto #0
@@ -89,6 +89,12 @@ def _guidance(model, guidance) -> float:
     "The guidance scale given, or the model's own (its family's, or its memcurv.json)."
     return float(model.defaults["guidance"]) if guidance is None else check_real(guidance, "guidance")
 
+def _fast_sampling(model, steps, sampler) -> tuple[int, str, float]:
+    "The steps and sampler given, or the model's fast procedure's (as `mitigate` samples); and the first timestep."
+    settings = maps_settings("fast", model=model, steps=steps, sampler=sampler)
+    steps = model.schedule.check_steps(settings.steps)
+    return steps, settings.sampler, sampler_timesteps(model.schedule, settings.sampler, steps)[0]
+
 def mitigate(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: float | None = None,
              mask_guidance: float = -1.0, threshold: float | None = None, min_score: float = 0.0,
              max_fraction: float = 0.9, procedure: str = "fast", progress: bool = False) -> Mitigation:
@@ -126,21 +132,21 @@ def mitigate(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: flo
     return Mitigation(before.cpu(), after.cpu(), mask, pix, row)
 
 # %% ../nbs/09_mitigate.ipynb #a8ea11d0
-def wen_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: float | None = None, steps: int = 5,
-                   sampler: str = "dpm++", lr: float = 0.05, iterations: int = 10,
+def wen_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, guidance: float | None = None,
+                   steps: int | None = None, sampler: str | None = None, lr: float = 0.05, iterations: int = 10,
                    target: float | None = None) -> tuple[torch.Tensor, float]:
     "Wen et al.'s inference-time mitigation: Adam on the prompt's text embedding, then generate; (image, seconds)."
     start = time.perf_counter()
     prompt_seed_pairs([prompt], [seed]); guidance = _guidance(model, guidance)
-    uncond = model.uncond()
+    steps, sampler, t = _fast_sampling(model, steps, sampler)
+    uncond, output = model.uncond(), peer_output(model)   # ε; a flow model's velocity (the ε gap is 0 at s = 1)
     x = model.check_latents(initial_noise(model, [seed]))
-    t = int(make_sampler(model.schedule, sampler, steps).timesteps[0])
-    with torch.no_grad(): e_u = model.eps(x, t, uncond)
+    with torch.no_grad(): e_u = output(x, t, uncond)
     cond = model.encode([prompt])
     emb = cond.states.clone().requires_grad_(True)
     opt = torch.optim.Adam([emb], lr=lr)
     for _ in range(iterations):
-        loss = (model.eps(x, t, cond.with_states(emb)) - e_u).flatten().norm()
+        loss = (output(x, t, cond.with_states(emb)) - e_u).flatten().norm()
         # As released: stop once the text-conditional noise is within `target` of the unconditional one.
         if target is not None and loss.item() < target: break
         opt.zero_grad(); loss.backward(); opt.step()
@@ -172,26 +178,25 @@ def _latent_batch(model, seed: int, n: int) -> torch.Tensor:
                        dtype=dtype).to(model.device)
 
 # %% ../nbs/09_mitigate.ipynb #7d72b591
-def anisotropy_threshold(model: DiffusionModel, prompts, seeds=range(32), *, steps: int = 5, sampler: str = "dpm++",
-                         quantile: float = 0.5, weight: float | None = None) -> float:
+def anisotropy_threshold(model: DiffusionModel, prompts, seeds=range(32), *, steps: int | None = None,
+                         sampler: str | None = None, quantile: float = 0.5, weight: float | None = None) -> float:
     "A threshold for `anisotropy_mitigation` in `model`'s units, from generations of `prompts` it does not memorize."
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    prompt_seed_pairs(prompts, seeds); model.schedule.check_steps(steps)
+    prompt_seed_pairs(prompts, seeds); _, _, t = _fast_sampling(model, steps, sampler)
     if not 0 < quantile < 1: raise MemcurvError(f"quantile must lie in (0, 1), got {quantile}.")
     weight = sail_weight(model) if weight is None else weight
-    t = int(make_sampler(model.schedule, sampler, steps).timesteps[0])
     x, uncond = initial_noise(model, list(seeds)), model.uncond()
     with torch.no_grad():
         losses = torch.cat([sail_loss(model, x, t, model.encode([p]), uncond, weight) for p in prompts])
     return float(torch.quantile(losses.double(), quantile))
 
 # %% ../nbs/09_mitigate.ipynb #2d8a1777
-def anisotropy_latent(model: DiffusionModel, prompt: str, seed: int = 0, *, threshold: float, steps: int = 5,
-                      sampler: str = "dpm++", lr: float = 0.05, budget: int = 8, max_steps: int = 10,
-                      weight: float | None = None, threshold_step: float | None = None,
+def anisotropy_latent(model: DiffusionModel, prompt: str, seed: int = 0, *, threshold: float,
+                      steps: int | None = None, sampler: str | None = None, lr: float = 0.05, budget: int = 8,
+                      max_steps: int = 10, weight: float | None = None, threshold_step: float | None = None,
                       max_rounds: int = 10) -> tuple[torch.Tensor, dict]:
     "The released mitigation's starting latent (1, *shape) for `prompt`, and how it got there."
-    prompt_seed_pairs([prompt], [seed]); model.schedule.check_steps(steps)
+    prompt_seed_pairs([prompt], [seed]); _, _, t = _fast_sampling(model, steps, sampler)
     for name, v in (("budget", budget), ("max_steps", max_steps), ("max_rounds", max_rounds)):
         if int(v) != v or v < 1: raise MemcurvError(f"{name} must be a positive integer, got {v!r}.")
     if not (np.isfinite(threshold) and threshold > 0):
@@ -200,7 +205,6 @@ def anisotropy_latent(model: DiffusionModel, prompt: str, seed: int = 0, *, thre
     weight = sail_weight(model) if weight is None else weight
     # The released increment, 0.1, as a share of its SD v1.4 threshold, 8.2: the same relative step on any model.
     step_up = threshold * 0.1 / 8.2 if threshold_step is None else threshold_step
-    t = int(make_sampler(model.schedule, sampler, steps).timesteps[0])
     cond, uncond = model.encode([prompt]), model.uncond()
     for r in range(max_rounds):
         # Round 0 starts from the seed itself; later rounds from seeds derived from (seed, round), as the released loop
@@ -224,11 +228,12 @@ def anisotropy_latent(model: DiffusionModel, prompt: str, seed: int = 0, *, thre
 
 # %% ../nbs/09_mitigate.ipynb #008be372
 def anisotropy_mitigation(model: DiffusionModel, prompt: str, seed: int = 0, *, threshold: float,
-                          guidance: float | None = None, steps: int = 5, sampler: str = "dpm++",
+                          guidance: float | None = None, steps: int | None = None, sampler: str | None = None,
                           **options) -> tuple[torch.Tensor, float]:
     "Anisotropy's released mitigation: `prompt` generated from `anisotropy_latent`'s start; (image, seconds)."
     start = time.perf_counter()
     prompt_seed_pairs([prompt], [seed]); guidance = _guidance(model, guidance)
+    steps, sampler, _ = _fast_sampling(model, steps, sampler)
     x, _ = anisotropy_latent(model, prompt, seed, threshold=threshold, steps=steps, sampler=sampler, **options)
     latent, _ = _generate(model, model.encode([prompt]), model.uncond(), seed, steps, guidance, sampler, start=x)
     return model.decode(latent)[0].cpu(), time.perf_counter() - start

@@ -12,6 +12,10 @@ reference sampler; at the captured (last) step:
 3. the full Jacobian of the conditional branch (these latents are tiny) and the share of its squared off-diagonal
    mass on the same pixel (other channels), the same 2×2 patch (the transformers' patch size), and everywhere else.
 
+4. one map (a prompt, a seed, both branches) with `curvature_maps`' fast and reference procedures: the seconds of its
+   sampling and of its curvature, on this CPU (the fixtures are tiny: the figures say what each procedure costs relative
+   to the other, not what a real model costs).
+
 It prints one table per measurement and the estimator with the least difference error at 4 products per family.
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pandas as pd
 import torch
 
 from memcurv.curvature import eps_stack, make_estimator
+from memcurv.maps import curvature_maps
 from memcurv.models.fixtures import TINY_FAMILIES, make_tiny
 from memcurv.models.load import open_model
 from memcurv.sampling import sample
@@ -99,6 +104,18 @@ def bench_family(family: str, folder: Path, seeds, probe_seeds: int) -> tuple[li
     return rows, shares
 
 
+def map_seconds(family: str, folder: Path) -> list[dict]:
+    "Seconds of one map (sampling, curvature) with each procedure, on the family's fixture."
+    model = open_model(folder)
+    out = []
+    for procedure in ("fast", "reference"):
+        ds = curvature_maps(model, [PROMPT], [0], procedure=procedure, progress=False)
+        out.append(dict(family=family, procedure=procedure, sampler=ds.attrs["sampler"], steps=ds.attrs["steps"],
+                        estimator=ds.attrs["estimator"], products=ds.attrs["n_probes"],
+                        sampling=ds.attrs["seconds_sampling"], curvature=ds.attrs["seconds_curvature"]))
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=2)
@@ -106,11 +123,12 @@ def main():
     p.add_argument("--families", nargs="*", default=list(TINY_FAMILIES))
     args = p.parse_args()
     torch.set_num_threads(1)
-    rows, shares = [], []
+    rows, shares, seconds = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families:
             r, s = bench_family(family, Path(tmp), list(range(args.seeds)), args.probe_seeds)
             rows += r; shares.append(s)
+            seconds += map_seconds(family, Path(tmp) / family)
             print(f"{family}: done", flush=True)
     errors = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
@@ -121,6 +139,8 @@ def main():
     at4 = errors[errors.products == 4].sort_values("rel_error").groupby("family").head(1)
     print("\nLeast difference error at 4 products")
     print(at4[["family", "estimator", "rel_error"]].to_string(index=False))
+    print("\nSeconds of one map (one prompt, one seed, cond and uncond branches) on this CPU, one thread")
+    print(pd.DataFrame(seconds).set_index(["family", "procedure"]).round(2))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Every model family end to end, on its tiny fixture, through the real command: `memcurv maps` with both baselines and
-the peers, `memcurv evaluate`, the explorers; a `.zarr` run SIGKILLed and resumed (SDXL, SD3); and the same maps from a
-pipeline object, a folder and a hub id (the offline hub cache)."""
+the peers, `memcurv evaluate`, the explorers; a `.zarr` run SIGKILLed and resumed; and the same maps from a pipeline
+object, a folder and a hub id (the offline hub cache)."""
 import json
 import os
 import signal
@@ -80,13 +80,16 @@ def test_maps_peers_evaluate_and_explorers(family, pipelines, tmp_path):
         assert len(note) == 1 and note.iloc[0].startswith("not defined for this family"), table.note.unique()
         assert "not defined for this family" in r.stdout
 
+    if family in ("sd3", "flux"):   # flow matching: the captured timestep is a float, taken as the Dataset prints it
+        at = str(ds.timestep.values[-1])
+        r = run([*MEMCURV, "evaluate", out.parent, "--ground-truth", webster(tmp_path, ds), "--timestep", at])
+        assert "dh_uncond" in r.stdout
+
     explorer, comparison = CurvatureExplorer(ds), MethodComparison(ds)
     assert explorer.children and comparison.children
 
 
-# Resuming is the same code on every family; what differs is the store's coordinates (integer DDPM timesteps, float flow
-# levels), so a UNet on DDPM and a transformer on flow matching cover it (tests/test_runs.py covers SD 1.x).
-@pytest.mark.parametrize("family", ["sdxl", "sd3"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_killed_zarr_run_resumes_bitwise(family, pipelines, tmp_path):
     "SIGKILL after the first finished sample, the same command again: the store of a run never interrupted."
     final, _ = pipelines[family]
@@ -127,3 +130,25 @@ def test_object_folder_and_hub_id_give_the_same_maps(family, pipelines, tmp_path
         for v in folder.data_vars:
             assert np.array_equal(folder[v].values, other[v].values, equal_nan=True), v
     assert "snapshots" in hub.attrs["model"] and obj.attrs["family"] == folder.attrs["family"] == family
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mitigations(family, pipelines, tmp_path):
+    """Localized mitigation (the report `memcurv mitigate` writes) changes nothing outside its mask; Wen's and
+    Anisotropy's whole-image mitigations run on the family's own sampler."""
+    from memcurv.mitigate import anisotropy_mitigation, anisotropy_threshold, mitigation_report, wen_mitigation
+    from memcurv.models.load import load_model
+    final, _ = pipelines[family]
+    table = mitigation_report(final, ["a cat"], [0], tmp_path / "out")
+    row = table.iloc[0]
+    assert 0 < row.marked < 1 and row.change_outside == 0, row.to_dict()
+    assert {"000_before.png", "000_after.png", "000_mask.png", "table.csv", "report.html"} <= {
+        p.name for p in (tmp_path / "out").iterdir()}
+    model, _ = load_model(final)
+    wen, _ = wen_mitigation(model, "a cat", 0, iterations=2)
+    threshold = anisotropy_threshold(model, ["a red house"], seeds=range(4))
+    aniso, _ = anisotropy_mitigation(model, "a cat", 0, threshold=threshold)
+    from PIL import Image
+    size = Image.open(tmp_path / "out" / "000_before.png").size
+    for img in (wen, aniso):   # the localized mitigation's image size, finite
+        assert img.shape == (3, *size[::-1]) and torch.isfinite(img).all(), (img.shape, size)

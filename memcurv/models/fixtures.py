@@ -147,16 +147,18 @@ def make_tiny_sdxl(path, seed: int = 0, force_zeros_for_empty_prompt: bool = Tru
     return _saved(pipe, path)
 
 # %% ../../nbs/models/01_fixtures.ipynb #7f7a9716
-def make_tiny_sd3(path, seed: int = 0) -> Path:
-    "Write a tiny random-weight SD3 pipeline folder to `path` and return the path."
+def make_tiny_sd3(path, seed: int = 0, pixel: bool = False) -> Path:
+    "Write a tiny random-weight SD3 pipeline folder to `path`; `pixel`: in pixel space, without VAE and T5 (as MemLab's)."
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as src: tok = write_clip_tokenizer(src)
-    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
-                                        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
-                                        pooled_projection_dim=64, out_channels=4)
-    t5, t5_tok = tiny_t5()
+    channels = 3 if pixel else 4
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=channels, num_layers=1,
+                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=channels)
+    t5, t5_tok = (None, None) if pixel else tiny_t5()
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_vae(flow=True),
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=None if pixel else tiny_vae(flow=True),
         text_encoder=tiny_text_encoder(len(tok), projection=True), tokenizer=tok,
         text_encoder_2=tiny_text_encoder(len(tok), projection=True), tokenizer_2=tok,
         text_encoder_3=t5, tokenizer_3=t5_tok)

@@ -17,7 +17,7 @@ from .files import (check_device, check_finite_weights, check_parts, check_weigh
 from .sd import recording, switched_off, value_channels
 
 # %% auto #0
-__all__ = ['CONFIG_FILES', 'check_flow_scheduler', 'eps_from_output', 'PipelineModel']
+__all__ = ['CONFIG_FILES', 'NULLABLE', 'check_flow_scheduler', 'eps_from_output', 'PipelineModel']
 
 # %% ../../nbs/models/03_pipeline.ipynb #1d0ee70c
 def check_flow_scheduler(cfg: dict, where) -> dict:
@@ -36,6 +36,7 @@ def eps_from_output(model, out, x, t):
 
 # %% ../../nbs/models/03_pipeline.ipynb #a0f7bd06
 CONFIG_FILES = {"scheduler": "scheduler_config.json"}
+NULLABLE = ("vae", "text_encoder_3", "tokenizer_3")   # parts a pipeline may leave empty: no VAE (pixel space), no T5
 
 class PipelineModel(DiffusionModel):
     "A diffusers pipeline as a `DiffusionModel`: a folder (configs checked now, weights read at first use), an object."
@@ -47,17 +48,18 @@ class PipelineModel(DiffusionModel):
         if isinstance(source, DiffusionPipeline):
             self.source, self.dtype, self.device = pipeline_in_memory(source, self.DENOISER, dtype, device)
             self.index, self.path, self.user_defaults = dict(source.config), None, pipeline_defaults(source)
-            self._configure({p: dict(getattr(source, p).config) for p in (self.DENOISER, "scheduler", "vae")})
+            self._configure({p: None if getattr(source, p, None) is None else dict(getattr(source, p).config)
+                             for p in (self.DENOISER, "scheduler", "vae")})
             self._pipe = self._checked(source, self.source)
         else:
             self.index = read_model_index(source)
-            self.path = check_parts(source, self.PARTS, (self.DENOISER,))
+            self.path = check_parts(source, [p for p in self.PARTS if p not in self.left_out], (self.DENOISER,))
             check_weight_files(self.path)
             self.source, self.dtype = str(self.path), parse_dtype(dtype or "fp32")
             self.device = check_device(device or "cpu")
             self.user_defaults = read_defaults(self.path)
-            self._configure({p: read_json(self.path / p / CONFIG_FILES.get(p, "config.json"))
-                             for p in (self.DENOISER, "scheduler", "vae")})
+            config = lambda p: read_json(self.path / p / CONFIG_FILES.get(p, "config.json"))
+            self._configure({p: None if p in self.left_out else config(p) for p in (self.DENOISER, "scheduler", "vae")})
             self._pipe = None
 
     def _configure(self, configs: dict):
@@ -67,9 +69,14 @@ class PipelineModel(DiffusionModel):
     @property
     def defaults(self) -> dict: return {**self.DEFAULTS, **self.user_defaults}
 
-    def _latent_side(self, vae: dict, sample_size: int) -> tuple[int, int]:
+    @property
+    def left_out(self) -> tuple:
+        "The optional parts (`NULLABLE`) that the pipeline's `model_index.json` leaves empty."
+        return tuple(p for p in NULLABLE if p in self.index and (self.index[p] or [None])[0] is None)
+
+    def _latent_side(self, vae: dict | None, sample_size: int) -> tuple[int, int]:
         "(height, width) of the latents: memcurv.json's image size, else the family's (`sample_size` latents)."
-        self.vae_scale = 2 ** (len(vae["block_out_channels"]) - 1)
+        self.vae_scale = 1 if vae is None else 2 ** (len(vae["block_out_channels"]) - 1)
         h, w = (self.defaults.get(k, sample_size * self.vae_scale) for k in ("height", "width"))
         if h % self.vae_scale or w % self.vae_scale:
             raise MemcurvError(f"{self.source}: images of {h}×{w} pixels do not map to whole latents (the VAE "
@@ -88,7 +95,8 @@ class PipelineModel(DiffusionModel):
         "The pipeline, read from its folder at first use."
         if self._pipe is None:
             with quiet_loading(), loading(self.path, "pipeline"):
-                pipe = DiffusionPipeline.from_pretrained(self.path, dtype=self.dtype, local_files_only=True)
+                pipe = DiffusionPipeline.from_pretrained(self.path, dtype=self.dtype, local_files_only=True,
+                                                         **dict.fromkeys(self.left_out))
             pipe.set_progress_bar_config(disable=True)
             self._pipe = self._checked(pipe, self.path)
         return self._pipe
@@ -130,14 +138,20 @@ class PipelineModel(DiffusionModel):
 
     def decode(self, latents):
         vae = self.pipe.vae
+        if vae is None: return ((latents[:, :3].float() + 1) / 2).clamp(0, 1)   # pixel space
         z = latents.to(self.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
         with torch.no_grad(): img = vae.decode(z).sample
         return ((img.float() + 1) / 2).clamp(0, 1)
 
     def encode_images(self, images):
-        vae = self.pipe.vae
-        with torch.no_grad(): z = vae.encode((images.to(self.device) * 2 - 1).to(self.dtype)).latent_dist.mean
-        z = (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
+        vae, x = self.pipe.vae, images.to(self.device) * 2 - 1
+        if vae is None and self.latent_shape[0] != 3:
+            raise MemcurvError(f"{self.source} has no VAE and {self.latent_shape[0]}-channel latents: images cannot "
+                               "be encoded into them.")
+        if vae is None: z = x   # pixel space: the image in [-1, 1] is the latent
+        else:
+            with torch.no_grad(): z = vae.encode(x.to(self.dtype)).latent_dist.mean
+            z = (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
         if tuple(z.shape[1:]) != tuple(self.latent_shape):
             raise MemcurvError(f"images of {images.shape[-2]}×{images.shape[-1]} pixels encode to latents "
                                f"{tuple(z.shape[1:])}, but the model takes {tuple(self.latent_shape)}: use images of "

@@ -60,7 +60,7 @@ def _train_memlab(args):
     # One process that owns the machine: as many threads as asked, every core by default.
     if args.threads is not None: torch.set_num_threads(check_int(args.threads, "--threads", 1))
     res = train_memlab(args.out, phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps,
-                       batch_size=args.batch_size, seed=args.seed,
+                       batch_size=args.batch_size, seed=args.seed, family=args.family,
                        dtype=torch.float16 if args.fp16 else torch.float32)
     print(f"wrote {res['early']} (end of phase 1) and {res['final']}")
 
@@ -181,6 +181,8 @@ def _other_parsers(sub):
     t.add_argument("--phase2-steps", type=int, default=3000, help="steps with the memorized prompts added")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--family", default="unet", choices=["unet", "flow"],
+                   help="unet: MemLab's UNet (the bundled models); flow: a flow-matching SD3 transformer")
     t.add_argument("--fp16", action="store_true", help="save the weights in float16 (as the bundled models are)")
     t.add_argument("--threads", type=int, help="torch threads (default: torch's, every core)")
     t.set_defaults(run=_train_memlab)

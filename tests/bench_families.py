@@ -106,7 +106,8 @@ def bench_family(family: str, folder: Path, seeds, probe_seeds: int) -> tuple[li
 
 def map_seconds(family: str, folder: Path) -> list[dict]:
     "Seconds of one map (sampling, curvature) with each procedure, on the family's fixture."
-    model = open_model(folder)
+    model = open_model(folder).load()
+    curvature_maps(model, [PROMPT], [0], steps=1, progress=False)   # warm-up: the first call's one-off costs
     out = []
     for procedure in ("fast", "reference"):
         ds = curvature_maps(model, [PROMPT], [0], procedure=procedure, progress=False)

@@ -12,8 +12,8 @@ from memcurv.memlab.train import train_memlab
 
 
 def test_miniature_training_feeds_the_maps(tmp_path):
-    out = train_memlab(tmp_path / "run", phase1_steps=2, phase2_steps=1, batch_size=4, channels=(16, 32), attention=(False, True),
-                       progress=False)
+    out = train_memlab(tmp_path / "run", phase1_steps=2, phase2_steps=1, batch_size=4,
+                       architecture=dict(channels=(16, 32), attention=(False, True)), progress=False)
     model, early = load_model(out["final"], checkpoint=out["early"])
     assert model.latent_shape == (3, 32, 32) and model.vae is None
     prompt = MemLab().templated[0]
@@ -66,3 +66,18 @@ def test_train_memlab_command_resumes_and_refuses_other_settings(tmp_path):
     assert r.returncode == 2 and "both phases need at least one step" in r.stderr
     r = subprocess.run(["memcurv", "train-memlab", str(tmp_path / "other"), "--steps", "10"], capture_output=True, text=True)
     assert r.returncode == 2 and "unrecognized arguments: --steps" in r.stderr
+
+
+def test_train_memlab_flow_command_feeds_the_maps(tmp_path):
+    "`memcurv train-memlab --family flow`: an SD3 pipeline in pixel space, mapped with both baselines."
+    run = ["memcurv", "train-memlab", str(tmp_path / "run"), "--family", "flow", "--phase1-steps", "1",
+           "--phase2-steps", "1", "--batch-size", "2", "--threads", "1"]
+    r = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    model, early = load_model(tmp_path / "run" / "final", checkpoint=tmp_path / "run" / "early")
+    assert (model.family, model.latent_shape) == ("sd3", (3, 32, 32))
+    ds = curvature_maps(model, [MemLab().templated[0]], seeds=[0], checkpoint=early, steps=3, progress=False)
+    assert list(ds.baseline.values) == ["uncond", "checkpoint"] and ds.image.shape == (1, 3, 32, 32)
+    r = subprocess.run(run[:3] + ["--phase1-steps", "1", "--phase2-steps", "1", "--batch-size", "2"], capture_output=True,
+                       text=True, timeout=600)   # the UNet in the flow run's folder: another configuration
+    assert r.returncode == 2 and "family: flow there, unet now" in r.stderr, r.stderr

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import tempfile
 import time
@@ -13,17 +14,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import (DDIMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline,
+                       UNet2DConditionModel)
+from diffusers.training_utils import compute_density_for_timestep_sampling
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 from ..core import SD_SCHEDULER
-from ..errors import MemcurvError
+from ..errors import MemcurvError, check_choice
 from .data import MemLab
-from ..models.files import DEFAULTS_FILE
+from ..models.files import DEFAULTS_FILE, quiet_loading
 from ..models.fixtures import tiny_text_encoder, tiny_unet, write_clip_tokenizer
 
 # %% auto #0
-__all__ = ['MEMLAB_DEFAULTS', 'save_pipeline', 'training_timesteps', 'train_memlab']
+__all__ = ['MEMLAB_DEFAULTS', 'MEMLAB_FLOW_DEFAULTS', 'RECIPES', 'save_pipeline', 'save_flow_pipeline',
+           'training_timesteps', 'flow_levels', 'UNetRecipe', 'FlowRecipe', 'train_memlab']
 
 # %% ../../nbs/memlab/01_train.ipynb #2cb59827
 MEMLAB_DEFAULTS = {"guidance": 4.0}
@@ -44,6 +48,21 @@ def save_pipeline(path, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
     (path / DEFAULTS_FILE).write_text(json.dumps(MEMLAB_DEFAULTS))
     return path
 
+# %% ../../nbs/memlab/01_train.ipynb #95e52743
+MEMLAB_FLOW_DEFAULTS = {"guidance": 4.0, "steps": 50, "max_sequence_length": 4}
+
+def save_flow_pipeline(path, transformer: SD3Transformer2DModel, text_encoders, tokenizer: CLIPTokenizer, scheduler,
+                       dtype: torch.dtype = torch.float32) -> Path:
+    "Write a pixel-space SD3 pipeline folder (no VAE, no T5) to `path` (weights cast to `dtype`) and return the path."
+    path = Path(path)
+    te, te2 = (copy.deepcopy(t).to(dtype) for t in text_encoders)
+    pipe = StableDiffusion3Pipeline(transformer=copy.deepcopy(transformer).to(dtype), scheduler=scheduler, vae=None,
+                                    text_encoder=te, tokenizer=tokenizer, text_encoder_2=te2, tokenizer_2=tokenizer,
+                                    text_encoder_3=None, tokenizer_3=None)
+    with quiet_loading(): pipe.save_pretrained(path, safe_serialization=True)
+    (path / DEFAULTS_FILE).write_text(json.dumps(MEMLAB_FLOW_DEFAULTS))
+    return path
+
 # %% ../../nbs/memlab/01_train.ipynb #a0f7c595
 def training_timesteps(n: int, generator: torch.Generator, low_t_share: float = 0.5, low_t_max: int = 50,
                        num_train_timesteps: int = 1000) -> torch.Tensor:
@@ -60,6 +79,16 @@ def _encode(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float):
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()): e.lerp_(p, 1 - decay)
+
+# %% ../../nbs/memlab/01_train.ipynb #012a1d03
+def flow_levels(n: int, generator: torch.Generator, scheduler: FlowMatchEulerDiscreteScheduler,
+                low_share: float = 0.5, low_max: int = 50) -> torch.Tensor:
+    "`n` training noise levels: logit-normal over the scheduler's, a share `low_share` among its `low_max` lowest."
+    levels = scheduler.sigmas[:scheduler.config.num_train_timesteps]   # decreasing, from 1
+    u = compute_density_for_timestep_sampling("logit_normal", n, logit_mean=0.0, logit_std=1.0, generator=generator)
+    idx = (u * len(levels)).long().clamp(max=len(levels) - 1)
+    low = torch.rand(n, generator=generator) < low_share
+    return levels[torch.where(low, torch.randint(len(levels) - low_max, len(levels), (n,), generator=generator), idx)]
 
 # %% ../../nbs/memlab/01_train.ipynb #60cb5ddf
 def _training_batch(lab: MemLab, n: int, phase: int, p_uncond: float, near_duplicates: float, g: torch.Generator):
@@ -80,7 +109,7 @@ def _check_out_dir(out_dir: Path, config: dict):
     "Refuse a folder that holds anything but a run of this configuration, or of one whose phase 2 this run extends."
     found = out_dir / "config.json"
     if found.exists():
-        old = json.loads(found.read_text())
+        old = {"family": "unet", **json.loads(found.read_text())}   # runs of one family only did not name it
         # Phase 2 has no schedule that depends on its length, so a longer phase 2 continues a run exactly.
         extends = config["phase2_steps"] > old.get("phase2_steps", config["phase2_steps"])
         diff = sorted(k for k in config.keys() | old.keys()
@@ -92,14 +121,89 @@ def _check_out_dir(out_dir: Path, config: dict):
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise MemcurvError(f"{out_dir} is not empty and holds no MemLab training run: choose an empty or new folder.")
 
+# %% ../../nbs/memlab/01_train.ipynb #20855aa2
+class UNetRecipe:
+    "MemLab's UNet: SD's scaled-linear DDPM schedule, ε prediction, a CLIP encoder; saved as an SD pipeline."
+    @staticmethod
+    def check(channels, attention, text_dim):
+        if len(attention) != len(channels):
+            raise MemcurvError(f"attention needs one flag per level of channels {channels}, got {attention}.")
+
+    def __init__(self, lab: MemLab, channels=(32, 64, 64), attention=(False, True, True), text_dim: int = 32):
+        with tempfile.TemporaryDirectory() as src: self.tokenizer = write_clip_tokenizer(src, words=lab.words)
+        self.net = tiny_unet(sample_size=32, in_channels=3, cross_attention_dim=text_dim, channels=channels,
+                             attention=attention)
+        self.text_encoder = tiny_text_encoder(len(self.tokenizer), hidden_size=text_dim).requires_grad_(False).eval()
+        self.scheduler = DDIMScheduler.from_config(SD_SCHEDULER)
+
+    def loss(self, net, x0, captions, g, low_share, low_max):
+        abar = self.scheduler.alphas_cumprod
+        t = training_timesteps(len(x0), g, low_share, low_max, len(abar))
+        eps = torch.randn(x0.shape, generator=g)
+        a = abar[t].view(-1, 1, 1, 1)
+        pred = net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t,
+                   encoder_hidden_states=_encode(self.tokenizer, self.text_encoder, captions)).sample
+        return F.mse_loss(pred, eps)
+
+    def save(self, path, net, dtype):
+        return save_pipeline(path, net, self.text_encoder, self.tokenizer, self.scheduler, dtype)
+
+class FlowRecipe:
+    "MemLab's flow model: an SD3 transformer in pixel space, rectified flow, SD3's two CLIP encoders; an SD3 pipeline."
+    @staticmethod
+    def check(width, depth, heads, patch, text_dim):
+        if width % heads: raise MemcurvError(f"width {width} does not split into {heads} attention heads.")
+        if 32 % patch: raise MemcurvError(f"patch {patch} does not tile MemLab's 32×32 images.")
+
+    def __init__(self, lab: MemLab, width: int = 64, depth: int = 4, heads: int = 4, patch: int = 2,
+                 text_dim: int = 32):
+        with tempfile.TemporaryDirectory() as src: self.tokenizer = write_clip_tokenizer(src, words=lab.words)
+        self.net = SD3Transformer2DModel(sample_size=32, patch_size=patch, in_channels=3, out_channels=3,
+                                         num_layers=depth, attention_head_dim=width // heads, num_attention_heads=heads,
+                                         caption_projection_dim=width, joint_attention_dim=2 * text_dim,
+                                         pooled_projection_dim=2 * text_dim)
+        self.text_encoders = [tiny_text_encoder(len(self.tokenizer), hidden_size=text_dim, projection=True)
+                              .requires_grad_(False).eval() for _ in range(2)]
+        self.scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
+        self._pipe = StableDiffusion3Pipeline(transformer=self.net, scheduler=self.scheduler, vae=None,
+                                              text_encoder=self.text_encoders[0], tokenizer=self.tokenizer,
+                                              text_encoder_2=self.text_encoders[1], tokenizer_2=self.tokenizer,
+                                              text_encoder_3=None, tokenizer_3=None)
+        self._conditions = {}
+
+    def condition(self, captions) -> tuple[torch.Tensor, torch.Tensor]:
+        "Token states and pooled embeddings of `captions`, as the SD3 pipeline encodes them (cached per caption)."
+        for c in set(captions) - set(self._conditions):
+            with torch.no_grad():
+                states, _, pooled, _ = self._pipe.encode_prompt(
+                    [c], None, None, do_classifier_free_guidance=False,
+                    max_sequence_length=MEMLAB_FLOW_DEFAULTS["max_sequence_length"])
+            self._conditions[c] = states[0], pooled[0]
+        states, pooled = zip(*(self._conditions[c] for c in captions))
+        return torch.stack(states), torch.stack(pooled)
+
+    def loss(self, net, x0, captions, g, low_share, low_max):
+        s = flow_levels(len(x0), g, self.scheduler, low_share, low_max)
+        eps = torch.randn(x0.shape, generator=g)
+        states, pooled = self.condition(captions)
+        level = s.view(-1, 1, 1, 1)
+        pred = net(hidden_states=(1 - level) * x0 + level * eps, timestep=s * self.scheduler.config.num_train_timesteps,
+                   encoder_hidden_states=states, pooled_projections=pooled).sample
+        return F.mse_loss(pred, eps - x0)
+
+    def save(self, path, net, dtype):
+        return save_flow_pipeline(path, net, self.text_encoders, self.tokenizer, self.scheduler, dtype)
+
+RECIPES = {"unet": UNetRecipe, "flow": FlowRecipe}
+
 # %% ../../nbs/memlab/01_train.ipynb #3547327f
 def train_memlab(out_dir, phase1_steps: int = 1500, phase2_steps: int = 3000, batch_size: int = 16, lr: float = 1e-3,
                  seed: int = 0, p_uncond: float = 0.15, near_duplicates: float = 0.15, low_t_share: float = 0.5,
-                 low_t_max: int = 50, memorized_weight: float = 2.0, channels=(32, 64, 64),
-                 attention=(False, True, True), text_dim: int = 32, ema_decay: float = 0.995, warmup: int = 50,
-                 save_every: int = 100, dtype: torch.dtype = torch.float32, until: int | None = None,
-                 progress: bool = True) -> dict:
-    "Train MemLab's model in two phases; write `out_dir/early` (end of phase 1) and `out_dir/final` (end of phase 2)."
+                 low_t_max: int = 50, memorized_weight: float = 2.0, family: str = "unet", architecture=None,
+                 ema_decay: float = 0.995, warmup: int = 50, save_every: int = 100, dtype: torch.dtype = torch.float32,
+                 until: int | None = None, progress: bool = True) -> dict:
+    """Train MemLab's model (`family` "unet" or "flow"; `architecture`: its recipe's options) in two phases; write
+    `out_dir/early` (end of phase 1) and `out_dir/final` (end of phase 2)."""
     if phase1_steps < 1 or phase2_steps < 1:
         raise MemcurvError("both phases need at least one step (phase 1: generic data, its end is the early "
                            "checkpoint; phase 2: memorized prompts), "
@@ -107,63 +211,59 @@ def train_memlab(out_dir, phase1_steps: int = 1500, phase2_steps: int = 3000, ba
     if batch_size < 1: raise MemcurvError(f"batch_size must be positive, got {batch_size}.")
     for name, share in dict(p_uncond=p_uncond, near_duplicates=near_duplicates, low_t_share=low_t_share).items():
         if not 0 <= share <= 1: raise MemcurvError(f"{name} is a probability: use a value in [0, 1], got {share}.")
-    if len(attention) != len(channels):
-        raise MemcurvError(f"attention needs one flag per level of channels {channels}, got {attention}.")
+    check_choice(family, "family", tuple(RECIPES), "'unet' is MemLab's UNet, 'flow' its flow-matching transformer.")
+    recipe_cls = RECIPES[family]
+    arch = {k: v.default for k, v in inspect.signature(recipe_cls).parameters.items() if k != "lab"}
+    unknown = sorted(set(architecture or {}) - set(arch))
+    if unknown: raise MemcurvError(f"unknown {family} architecture option(s) {unknown}: use {sorted(arch)}.")
+    arch |= dict(architecture or {})
+    recipe_cls.check(**arch)
     out_dir = Path(out_dir)
-    config = _run_config(phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size, lr=lr, seed=seed,
-                         p_uncond=p_uncond, near_duplicates=near_duplicates, low_t_share=low_t_share,
-                         low_t_max=low_t_max, memorized_weight=memorized_weight, channels=channels,
-                         attention=attention, text_dim=text_dim, ema_decay=ema_decay, warmup=warmup, dtype=str(dtype))
+    config = _run_config(family=family, phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
+                         lr=lr, seed=seed, p_uncond=p_uncond, near_duplicates=near_duplicates, low_t_share=low_t_share,
+                         low_t_max=low_t_max, memorized_weight=memorized_weight, **arch, ema_decay=ema_decay,
+                         warmup=warmup, dtype=str(dtype))
     _check_out_dir(out_dir, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     lab, steps = MemLab(seed, memorized_weight=memorized_weight), phase1_steps + phase2_steps
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as src: tokenizer = write_clip_tokenizer(src, words=lab.words)
-    unet = tiny_unet(sample_size=32, in_channels=3, cross_attention_dim=text_dim, channels=channels,
-                     attention=attention)
-    text_encoder = tiny_text_encoder(len(tokenizer), hidden_size=text_dim).requires_grad_(False).eval()
-    scheduler = DDIMScheduler.from_config(SD_SCHEDULER)
-    ema = copy.deepcopy(unet).requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    recipe = recipe_cls(lab, **arch)
+    net = recipe.net
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     g = torch.Generator().manual_seed(seed + 1)
-    abar = scheduler.alphas_cumprod
     state_file, step, log = out_dir / "state.pt", 0, []
     if state_file.exists():
         st = torch.load(state_file, weights_only=False)
-        unet.load_state_dict(st["unet"]); ema.load_state_dict(st["ema"])
+        net.load_state_dict(st["net"] if "net" in st else st["unet"]); ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
         lab.generator.set_state(st["data_gen"]); g.set_state(st["gen"]); step, log = st["step"], st["log"]
 
     def save_state():
         # Written aside, then renamed: a run killed while saving keeps its previous state instead of a truncated file.
-        torch.save(dict(unet=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+        torch.save(dict(net=net.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                         data_gen=lab.generator.get_state(), gen=g.get_state(), step=step, log=log),
                    state_file.with_suffix(".tmp"))
         state_file.with_suffix(".tmp").replace(state_file)
 
     stop = steps if until is None else min(steps, until)
-    unet.train()
-    bar = tqdm(total=steps, initial=step, disable=not progress, desc="MemLab training")
+    net.train()
+    bar = tqdm(total=steps, initial=step, disable=not progress, desc=f"MemLab training ({family})")
     while step < stop:
         t0, phase = time.time(), 1 if step < phase1_steps else 2
         x0, captions = _training_batch(lab, batch_size, phase, p_uncond, near_duplicates, g)
-        t = training_timesteps(batch_size, g, low_t_share, low_t_max, len(abar))
-        eps = torch.randn(x0.shape, generator=g)
-        a = abar[t].view(-1, 1, 1, 1)
-        pred = unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t,
-                    encoder_hidden_states=_encode(tokenizer, text_encoder, captions)).sample
-        loss = F.mse_loss(pred, eps)
+        loss = recipe.loss(net, x0, captions, g, low_t_share, low_t_max)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-        _ema_update(ema, unet, min(ema_decay, (1 + step) / (10 + step)))
+        _ema_update(ema, net, min(ema_decay, (1 + step) / (10 + step)))
         step += 1
         log.append(dict(step=step, phase=phase, loss=loss.item(), seconds=time.time() - t0))
         bar.update(1); bar.set_postfix(phase=phase, loss=f"{loss.item():.4f}")
-        if step == phase1_steps: save_pipeline(out_dir / "early", ema, text_encoder, tokenizer, scheduler, dtype)
+        if step == phase1_steps: recipe.save(out_dir / "early", ema, dtype)
         if step % save_every == 0 or step == stop: save_state()
     bar.close()
     if step < steps: return dict(final=None, early=out_dir / "early" if step >= phase1_steps else None, log=log)
-    save_pipeline(out_dir / "final", ema, text_encoder, tokenizer, scheduler, dtype)
+    recipe.save(out_dir / "final", ema, dtype)
     (out_dir / "train_log.json").write_text(json.dumps(log))
     return dict(final=out_dir / "final", early=out_dir / "early", log=log)

@@ -148,7 +148,7 @@ def make_tiny_sdxl(path, seed: int = 0, force_zeros_for_empty_prompt: bool = Tru
 
 # %% ../../nbs/models/01_fixtures.ipynb #7f7a9716
 def make_tiny_sd3(path, seed: int = 0, pixel: bool = False) -> Path:
-    "Write a tiny random-weight SD3 pipeline folder to `path`; `pixel`: in pixel space, without VAE and T5 (as MemLab's)."
+    "Write a tiny random-weight SD3 pipeline folder to `path`; `pixel`: in pixel space, with no VAE and no T5."
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as src: tok = write_clip_tokenizer(src)
     channels = 3 if pixel else 4

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from diffusers import (DDIMScheduler, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline,
                        UNet2DConditionModel)
 from diffusers.training_utils import compute_density_for_timestep_sampling
+from diffusers.utils import logging as df_logging
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 from ..core import SD_SCHEDULER
@@ -55,11 +56,16 @@ def save_flow_pipeline(path, transformer: SD3Transformer2DModel, text_encoders, 
                        dtype: torch.dtype = torch.float32) -> Path:
     "Write a pixel-space SD3 pipeline folder (no VAE, no T5) to `path` (weights cast to `dtype`) and return the path."
     path = Path(path)
-    te, te2 = (copy.deepcopy(t).to(dtype) for t in text_encoders)
-    pipe = StableDiffusion3Pipeline(transformer=copy.deepcopy(transformer).to(dtype), scheduler=scheduler, vae=None,
-                                    text_encoder=te, tokenizer=tokenizer, text_encoder_2=te2, tokenizer_2=tokenizer,
-                                    text_encoder_3=None, tokenizer_3=None)
-    with quiet_loading(): pipe.save_pretrained(path, safe_serialization=True)
+    with quiet_loading():   # the casts' float32 notice
+        te, te2 = (copy.deepcopy(t).to(dtype) for t in text_encoders)
+        pipe = StableDiffusion3Pipeline(transformer=copy.deepcopy(transformer).to(dtype), scheduler=scheduler, vae=None,
+                                        text_encoder=te, tokenizer=tokenizer, text_encoder_2=te2, tokenizer_2=tokenizer,
+                                        text_encoder_3=None, tokenizer_3=None)
+    verbosity = df_logging.get_verbosity()
+    df_logging.set_verbosity_error()   # not "vae=None cannot be saved": the empty parts are the point
+    try:
+        with quiet_loading(): pipe.save_pretrained(path, safe_serialization=True)   # and the shards' bars
+    finally: df_logging.set_verbosity(verbosity)
     (path / DEFAULTS_FILE).write_text(json.dumps(MEMLAB_FLOW_DEFAULTS))
     return path
 

@@ -18,16 +18,22 @@ from .maps import CHECKPOINT_TEXT, PROCEDURES
 __all__ = ['DTYPE_CHOICES', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #e6a1018b
+def _prompts(args) -> list[str]:
+    "The --prompt prompts, then those of the --prompts file."
+    from memcurv.prompts import load_prompts
+    return (args.prompt or []) + (load_prompts(args.prompts).prompt.tolist() if args.prompts else [])
+
 def _maps(args):
     from memcurv.runs import run_maps
     from memcurv.schema import open_maps
-    prompts, seeds = args.prompt, args.seeds
+    prompts, seeds = _prompts(args), args.seeds
     if args.ground_truth:
         from memcurv.groundtruth import webster_seeds
         seeds = webster_seeds(args.ground_truth)
         prompts = prompts or list(seeds)
     if not prompts:
-        raise MemcurvError("no prompts: pass --prompt (repeat for several) or --ground-truth with Webster's captions.")
+        raise MemcurvError("no prompts: pass --prompt (repeat for several), --prompts FILE, or --ground-truth with "
+                           "Webster's captions.")
     options = {k: v for k, v in dict(distance=args.distance, channels=args.channels).items() if v is not None}
     out = run_maps(args.pipeline, prompts, seeds, args.out, procedure=args.procedure, checkpoint=args.checkpoint,
                    checkpoint_text=args.checkpoint_text, steps=args.steps, guidance=args.guidance,
@@ -84,8 +90,9 @@ def _docs(args):
 
 def _mitigate(args):
     from memcurv.mitigate import mitigation_report
-    if not args.prompt: raise MemcurvError("no prompts: pass --prompt (repeat for several).")
-    table = mitigation_report(args.pipeline, args.prompt, args.seeds, args.out, guidance=args.guidance,
+    prompts = _prompts(args)
+    if not prompts: raise MemcurvError("no prompts: pass --prompt (repeat for several) or --prompts FILE.")
+    table = mitigation_report(args.pipeline, prompts, args.seeds, args.out, guidance=args.guidance,
                               mask_guidance=args.mask_guidance, threshold=args.threshold, min_score=args.min_score,
                               max_fraction=args.max_fraction, dtype=args.dtype, device=args.device,
                               download=args.download)
@@ -104,6 +111,8 @@ def _model_options(p, what: str):
     p.add_argument("--download", action="store_true",
                    help="fetch a hub id that is not in this machine's hub cache (default: the cache only)")
     p.add_argument("--prompt", action="append", help="a prompt; repeat for several")
+    p.add_argument("--prompts", metavar="FILE",
+                   help="a prompt list: .jsonl (Wen), .csv (MemBench, NeMo), .parquet (Webster), .txt (a line each)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of every prompt")
     p.add_argument("--guidance", type=float,
                    help="classifier-free guidance scale (default: the model's: its family's, or its memcurv.json)")

@@ -82,3 +82,19 @@ def test_own_model_with_peers_evaluated_against_webster_files(tiny_sd, tiny_sd_e
     assert r.returncode == 0, r.stderr
     assert set(pd.read_csv(run / "evaluation.csv").threshold_rule) == {"reference", "none"}
     assert "reference all miou" in r.stdout and "oracle_iou" not in r.stdout
+
+
+def test_prompts_from_a_published_list(tiny_sd, tmp_path):
+    "`--prompts` reads NeMo's `;` CSV (after any --prompt); a malformed list is one clear line naming where."
+    nemo = tmp_path / "nemo.csv"
+    nemo.write_text(";Caption;URL;type;mean_sscd;max_sscd;Index\n0;a photo;https://a;VM;0.8;0.9;1\n"
+                    "1;a cat;https://b;TM;0.3;0.4;2\n")
+    out = tmp_path / "maps.nc"
+    r = memcurv("maps", tiny_sd, "--prompt", "a mug", "--prompts", nemo, "--steps", 2, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert list(open_maps(out).prompt.values) == ["a mug", "a photo", "a cat"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"caption": "a photo"}\n{"caption": \n')
+    r = memcurv("maps", tiny_sd, "--prompts", bad, "--steps", 2, "--out", tmp_path / "no.nc")
+    assert r.returncode == 2 and "bad.jsonl line 2: not valid JSON" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "no.nc").exists()

@@ -106,6 +106,11 @@ class _Parser(argparse.ArgumentParser):
 
 DTYPE_CHOICES = ("fp32", "fp16", "bf16", "fp64")
 
+def _number(text: str) -> int | float:
+    "A timestep as typed: an int where it is whole (DDPM's), else a float (flow matching's)."
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
 def _model_options(p, what: str):
     p.add_argument("pipeline", help=f"diffusers pipeline folder (with model_index.json) or hub id {what}")
     p.add_argument("--download", action="store_true",
@@ -199,7 +204,7 @@ def _other_parsers(sub):
     e.add_argument("dir", help="folder with maps.nc or maps.zarr (as written by `memcurv demo` or `memcurv maps`)")
     e.add_argument("--ground-truth", help="Webster's ground-truth parquet file, when maps.nc has no gt_mask")
     e.add_argument("--templates", help="Webster's templates folder (default: next to the ground-truth file)")
-    e.add_argument("--timestep", type=float,
+    e.add_argument("--timestep", type=_number,
                    help="captured timestep to evaluate at (a float on flow matching; default: the last captured)")
     e.add_argument("--channel", default="sum", choices=["sum", "abs", "max"],
                    help="channel reduction of the latent maps")

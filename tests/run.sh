@@ -38,5 +38,9 @@ site="$(mktemp -d)/_site"
 memcurv docs --nbs nbs --out "$site" --quiet
 phase "notebooks and docs site"
 # Two pytest workers (pytest-xdist), one per core; the commands the tests start run on one thread each (OMP_NUM_THREADS).
-MEMCURV_TEST_SITE="$site" python -m pytest tests -q -p no:cacheprovider -n 2 --durations=10
+# JupyterLab's widget test runs alone afterwards: beside a busy worker its front end can render a widget before the
+# kernel's model reaches it ("widget model not found").
+MEMCURV_TEST_SITE="$site" python -m pytest tests -q -p no:cacheprovider -n 2 --durations=10 \
+  --ignore=tests/test_widgets_browser.py
+MEMCURV_TEST_SITE="$site" python -m pytest tests/test_widgets_browser.py -q -p no:cacheprovider
 phase pytest

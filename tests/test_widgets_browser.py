@@ -161,7 +161,15 @@ def test_explorer_in_jupyterlab(lab_url):
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=RUN_TIMEOUT)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=RUN_TIMEOUT)
         _run_all(page)
-        _wait(page, f"() => ({STATE_JS})() !== null", None, "the explorer's plot", RUN_TIMEOUT)
+        try: _wait(page, f"() => ({STATE_JS})() !== null", None, "the explorer's plot", RUN_TIMEOUT)
+        except AssertionError as e:
+            # JupyterLab's widget manager sometimes renders the first display before the kernel's model reaches it
+            # ("Error displaying widget: model not found"); a user reloads and runs again, and so does the test, once.
+            if "model not found" not in str(e): raise
+            page.reload(wait_until="domcontentloaded")
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=RUN_TIMEOUT)
+            _run_all(page)
+            _wait(page, f"() => ({STATE_JS})() !== null", None, "the explorer's plot after a reload", RUN_TIMEOUT)
         first = _state(page)
         assert "t=1 " in first["title"], f"the explorer should open at the last captured timestep: {first['title']}"
         page.screenshot(path=str(ARTIFACTS / "widgets-browser-before.png"))

@@ -136,10 +136,10 @@ class UNetRecipe:
             raise MemcurvError(f"attention needs one flag per level of channels {channels}, got {attention}.")
 
     def __init__(self, lab: MemLab, channels=(32, 64, 64), attention=(False, True, True), text_dim: int = 32):
-        with tempfile.TemporaryDirectory() as src: self.tokenizer = write_clip_tokenizer(src, words=lab.words)
+        with tempfile.TemporaryDirectory() as src: self.clip_tokenizer = write_clip_tokenizer(src, words=lab.words)
         self.net = tiny_unet(sample_size=32, in_channels=3, cross_attention_dim=text_dim, channels=channels,
                              attention=attention)
-        self.text_encoder = tiny_text_encoder(len(self.tokenizer), hidden_size=text_dim).requires_grad_(False).eval()
+        self.clip = tiny_text_encoder(len(self.clip_tokenizer), hidden_size=text_dim).requires_grad_(False).eval()
         self.scheduler = DDIMScheduler.from_config(SD_SCHEDULER)
 
     def loss(self, net, x0, captions, g, low_share, low_max):
@@ -148,11 +148,11 @@ class UNetRecipe:
         eps = torch.randn(x0.shape, generator=g)
         a = abar[t].view(-1, 1, 1, 1)
         pred = net(a.sqrt() * x0 + (1 - a).sqrt() * eps, t,
-                   encoder_hidden_states=_encode(self.tokenizer, self.text_encoder, captions)).sample
+                   encoder_hidden_states=_encode(self.clip_tokenizer, self.clip, captions)).sample
         return F.mse_loss(pred, eps)
 
     def save(self, path, net, dtype):
-        return save_pipeline(path, net, self.text_encoder, self.tokenizer, self.scheduler, dtype)
+        return save_pipeline(path, net, self.clip, self.clip_tokenizer, self.scheduler, dtype)
 
 class FlowRecipe:
     "MemLab's flow model: an SD3 transformer in pixel space, rectified flow, SD3's two CLIP encoders; an SD3 pipeline."
@@ -163,17 +163,17 @@ class FlowRecipe:
 
     def __init__(self, lab: MemLab, width: int = 64, depth: int = 4, heads: int = 4, patch: int = 2,
                  text_dim: int = 32):
-        with tempfile.TemporaryDirectory() as src: self.tokenizer = write_clip_tokenizer(src, words=lab.words)
+        with tempfile.TemporaryDirectory() as src: self.clip_tokenizer = write_clip_tokenizer(src, words=lab.words)
         self.net = SD3Transformer2DModel(sample_size=32, patch_size=patch, in_channels=3, out_channels=3,
                                          num_layers=depth, attention_head_dim=width // heads, num_attention_heads=heads,
                                          caption_projection_dim=width, joint_attention_dim=2 * text_dim,
                                          pooled_projection_dim=2 * text_dim)
-        self.text_encoders = [tiny_text_encoder(len(self.tokenizer), hidden_size=text_dim, projection=True)
+        self.clips = [tiny_text_encoder(len(self.clip_tokenizer), hidden_size=text_dim, projection=True)
                               .requires_grad_(False).eval() for _ in range(2)]
         self.scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
         self._pipe = StableDiffusion3Pipeline(transformer=self.net, scheduler=self.scheduler, vae=None,
-                                              text_encoder=self.text_encoders[0], tokenizer=self.tokenizer,
-                                              text_encoder_2=self.text_encoders[1], tokenizer_2=self.tokenizer,
+                                              text_encoder=self.clips[0], tokenizer=self.clip_tokenizer,
+                                              text_encoder_2=self.clips[1], tokenizer_2=self.clip_tokenizer,
                                               text_encoder_3=None, tokenizer_3=None)
         self._conditions = {}
 
@@ -198,7 +198,7 @@ class FlowRecipe:
         return F.mse_loss(pred, eps - x0)
 
     def save(self, path, net, dtype):
-        return save_flow_pipeline(path, net, self.text_encoders, self.tokenizer, self.scheduler, dtype)
+        return save_flow_pipeline(path, net, self.clips, self.clip_tokenizer, self.scheduler, dtype)
 
 RECIPES = {"unet": UNetRecipe, "flow": FlowRecipe}
 

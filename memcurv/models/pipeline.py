@@ -14,7 +14,8 @@ from ..errors import MemcurvError
 from .files import (check_device, check_finite_weights, check_parts, check_weight_files, loading,
                                   parse_dtype, pipeline_defaults, pipeline_in_memory, quiet_loading, read_defaults,
                                   read_json, read_model_index)
-from .sd import recording, switched_off, value_channels
+from .sd import (encoded_latents, pixel_images, pixel_latents, recording, switched_off,
+                               value_channels)
 
 # %% auto #0
 __all__ = ['CONFIG_FILES', 'NULLABLE', 'check_flow_scheduler', 'eps_from_output', 'PipelineModel']
@@ -138,25 +139,16 @@ class PipelineModel(DiffusionModel):
 
     def decode(self, latents):
         vae = self.pipe.vae
-        if vae is None: return ((latents[:, :3].float() + 1) / 2).clamp(0, 1)   # pixel space
+        if vae is None: return pixel_images(latents)
         z = latents.to(self.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
         with torch.no_grad(): img = vae.decode(z).sample
         return ((img.float() + 1) / 2).clamp(0, 1)
 
     def encode_images(self, images):
         vae, x = self.pipe.vae, images.to(self.device) * 2 - 1
-        if vae is None and self.latent_shape[0] != 3:
-            raise MemcurvError(f"{self.source} has no VAE and {self.latent_shape[0]}-channel latents: images cannot "
-                               "be encoded into them.")
-        if vae is None: z = x   # pixel space: the image in [-1, 1] is the latent
-        else:
-            with torch.no_grad(): z = vae.encode(x.to(self.dtype)).latent_dist.mean
-            z = (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor
-        if tuple(z.shape[1:]) != tuple(self.latent_shape):
-            raise MemcurvError(f"images of {images.shape[-2]}×{images.shape[-1]} pixels encode to latents "
-                               f"{tuple(z.shape[1:])}, but the model takes {tuple(self.latent_shape)}: use images of "
-                               "the size the model generates.")
-        return z.float()
+        if vae is None: return encoded_latents(self, pixel_latents(self, x), images)
+        with torch.no_grad(): z = vae.encode(x.to(self.dtype)).latent_dist.mean
+        return encoded_latents(self, (z - (vae.config.shift_factor or 0.0)) * vae.config.scaling_factor, images)
 
     # The prompt's tokens as the encoder whose per-token states the peers read sees them
     token_tokenizer = property(lambda self: getattr(self.pipe, self.TOKENIZER))

@@ -23,7 +23,8 @@ from .files import (check_device, check_finite_weights, check_parts, check_weigh
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'OTHER_NOISE_FAMILIES', 'SD_PARTS', 'check_ddpm_scheduler',
            'check_scheduler_config', 'AttentionRecorder', 'RecordedAttention', 'top_cross_attention', 'recording',
-           'value_channels', 'switched_off', 'StableDiffusionModel', 'prediction_slope', 'check_prediction_label']
+           'value_channels', 'switched_off', 'pixel_images', 'pixel_latents', 'encoded_latents', 'StableDiffusionModel',
+           'prediction_slope', 'check_prediction_label']
 
 # %% ../../nbs/models/02_sd.ipynb #5e17392c
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")   # the schedules DDIMScheduler builds
@@ -126,6 +127,26 @@ def switched_off(net, neurons: dict):
         for h in handles: h.remove()
 
 # %% ../../nbs/models/02_sd.ipynb #d8776455
+def pixel_images(latents: torch.Tensor) -> torch.Tensor:
+    "Images in [0, 1] of a pixel-space model (no VAE), whose latents are the RGB image in [-1, 1]."
+    return ((latents[:, :3].float() + 1) / 2).clamp(0, 1)
+
+def pixel_latents(model, x: torch.Tensor) -> torch.Tensor:
+    "Images `x` in [-1, 1] as a pixel-space model's latents, or a `MemcurvError` unless its latents are RGB."
+    if model.latent_shape[0] != 3:
+        raise MemcurvError(f"{model.source} has no VAE and {model.latent_shape[0]}-channel latents: images cannot be "
+                           "encoded into them.")
+    return x
+
+def encoded_latents(model, z: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    "Encoded images `z` as float32 latents, or a `MemcurvError` unless they have the model's latent shape."
+    if tuple(z.shape[1:]) != tuple(model.latent_shape):
+        raise MemcurvError(f"images of {images.shape[-2]}×{images.shape[-1]} pixels encode to latents "
+                           f"{tuple(z.shape[1:])}, but the model takes {tuple(model.latent_shape)}: use images of "
+                           "the size the model generates.")
+    return z.float()
+
+# %% ../../nbs/models/02_sd.ipynb #d062d8f7
 SD_PARTS = ("unet", "text_encoder", "tokenizer", "scheduler")
 
 def _latent_shape(path: Path) -> tuple:
@@ -266,26 +287,16 @@ class StableDiffusionModel(DiffusionModel):
         return out
 
     def decode(self, latents):
-        with torch.no_grad():
-            if self.vae is None:
-                return ((latents[:, :3].float() + 1) / 2).clamp(0, 1)
-            img = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
+        if self.vae is None: return pixel_images(latents)
+        with torch.no_grad(): img = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
         return ((img.float() + 1) / 2).clamp(0, 1)
 
     def encode_images(self, images):
         "The VAE's posterior mean, scaled; a pixel-space model (no VAE, RGB latents) takes the image in [-1, 1] itself."
         x = images.to(self.device) * 2 - 1
-        if self.vae is not None:
-            with torch.no_grad():
-                z = self.vae.encode(x.to(self.dtype)).latent_dist.mean * self.vae.config.scaling_factor
-        elif self.latent_shape[0] == 3: z = x
-        else: raise MemcurvError(f"{self.source} has no VAE and {self.latent_shape[0]}-channel latents: images cannot "
-                                 "be encoded into them.")
-        if tuple(z.shape[1:]) != tuple(self.latent_shape):
-            raise MemcurvError(f"images of {images.shape[-2]}×{images.shape[-1]} pixels encode to latents "
-                               f"{tuple(z.shape[1:])}, but the model takes {tuple(self.latent_shape)}: use images of "
-                               "the size the model generates.")
-        return z.float()
+        if self.vae is None: return encoded_latents(self, pixel_latents(self, x), images)
+        with torch.no_grad(): z = self.vae.encode(x.to(self.dtype)).latent_dist.mean * self.vae.config.scaling_factor
+        return encoded_latents(self, z, images)
 
     @contextmanager
     def recording_cross_attention(self):

@@ -135,16 +135,18 @@ def _check_guidance(guidance, steps: int):
     return check_real(guidance, "guidance", "It is the classifier-free guidance scale (7.5 in Stable Diffusion).")
 
 # %% ../nbs/04_sampling.ipynb #2128c72b
-def denoise(model: DiffusionModel, x: torch.Tensor, cond: Conditioning, uncond: Conditioning, *, sampler: str = "ddim",
-            steps: int = 50, guidance=7.5, guidance_mask=None, mask_guidance: float = -1.0, keep=None, observers=(),
-            capture=(), sample: int = 0, progress: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def denoise(model: DiffusionModel, x: torch.Tensor, cond: Conditioning, uncond: Conditioning, *,
+            sampler: str | None = None, steps: int = 50, guidance=7.5, guidance_mask=None, mask_guidance: float = -1.0,
+            keep=None, observers=(), capture=(), sample: int = 0,
+            progress: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
     "Denoise latents `x` with guidance; (final latents, the input latents of the `capture` step indices)."
     guidance = _check_guidance(guidance, steps)
     if model.guidance_embedded and callable(guidance):
         raise MemcurvError("a guidance-distilled model takes its scale before the network call: give a number or one "
                            "number per step, not a function of the step.")
     schedule = model.schedule
-    scheduler = make_sampler(schedule, sampler, steps)   # multistep solvers keep a history: one per generation
+    # None: the schedule's reference sampler. Multistep solvers keep a history: one scheduler per generation.
+    scheduler = make_sampler(schedule, sampler or schedule.samplers[0], steps)
     x = model.check_latents(x)
     inside = None if guidance_mask is None else torch.as_tensor(guidance_mask, device=x.device).bool()[None, None]
     if keep is not None: keep_mask, kept = torch.as_tensor(keep[0], device=x.device).bool()[None, None], keep[1]
@@ -206,8 +208,9 @@ class Samples:
 
 # %% ../nbs/04_sampling.ipynb #b0900f04
 def sample(model: DiffusionModel, prompts, seeds=(0,), steps: int = 50, guidance=7.5, capture_steps=(-1,),
-           timesteps=None, progress: bool = True, observers=(), sampler: str = "ddim", start=None) -> Samples:
+           timesteps=None, progress: bool = True, observers=(), sampler: str | None = None, start=None) -> Samples:
     "Guided generations of every prompt × seed (or each prompt's own seeds), capturing x_t, decoding the images."
+    sampler = sampler or model.schedule.samplers[0]   # the schedule's reference: DDIM, or flow matching's Euler
     pairs = list(zip(*prompt_seed_pairs(prompts, seeds)))
     steps = model.schedule.check_steps(steps)
     guidance = _check_guidance(guidance, steps)

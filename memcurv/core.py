@@ -15,8 +15,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, FlowMatchEuler
 from .errors import MemcurvError, check_choice, check_finite, check_int
 
 # %% auto #0
-__all__ = ['SD_SCHEDULER', 'SAMPLERS', 'FLOW_SAMPLERS', 'Schedule', 'make_sampler', 'sampler_timesteps',
-           'reference_timesteps', 'FlowSchedule', 'Conditioning', 'DiffusionModel', 'posterior_variance']
+__all__ = ['SD_SCHEDULER', 'SAMPLERS', 'FLOW_SAMPLERS', 'Schedule', 'make_sampler', 'sampler_timesteps', 'reference_timesteps',
+           'FlowSchedule', 'Conditioning', 'DiffusionModel', 'posterior_variance']
 
 # %% ../nbs/01_core.ipynb #d7043c3c
 SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

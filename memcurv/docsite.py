@@ -32,9 +32,9 @@ from .errors import MemcurvError
 from .schema import check_output_path
 
 # %% auto #0
-__all__ = ['PLOTLY_MIME', 'WIDGET_MIME', 'THREAD_VARS', 'page_name', 'execute_nb', 'plotly_html', 'output_html',
-           'widget_html', 'widget_state', 'quarto_options', 'anchor_id', 'page_links', 'for_myst', 'render_nb',
-           'notebook_threads', 'worker_pool', 'toctrees', 'setup', 'sphinx_config', 'build_site']
+__all__ = ['PLOTLY_MIME', 'WIDGET_MIME', 'THREAD_VARS', 'page_name', 'execute_nb', 'plotly_html', 'output_html', 'widget_html',
+           'widget_state', 'quarto_options', 'anchor_id', 'page_links', 'for_myst', 'render_nb', 'notebook_threads',
+           'worker_pool', 'toctrees', 'setup', 'sphinx_config', 'build_site']
 
 # %% ../nbs/13_docsite.ipynb #bc97987f
 def page_name(nb_path) -> str:

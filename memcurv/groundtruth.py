@@ -15,8 +15,8 @@ from PIL import Image
 from .errors import MemcurvError
 
 # %% auto #0
-__all__ = ['LABELS', 'WEBSTER_COLUMNS', 'ANY_SEED', 'read_mask', 'seed_pairs', 'flat_indices', 'load_webster',
-           'write_webster', 'webster_seeds', 'truth_items', 'with_truth']
+__all__ = ['LABELS', 'WEBSTER_COLUMNS', 'ANY_SEED', 'read_mask', 'seed_pairs', 'flat_indices', 'load_webster', 'write_webster',
+           'webster_seeds', 'truth_items', 'with_truth']
 
 # %% ../nbs/08_groundtruth.ipynb #cdf25b5b
 LABELS = ("TV", "MV", "RV", "N")

@@ -14,8 +14,8 @@ import pandas as pd
 from .errors import MemcurvError, check_choice
 
 # %% auto #0
-__all__ = ['PROMPT_COLUMNS', 'LABEL_COLUMNS', 'READERS', 'SUFFIXES', 'prompt_table', 'read_jsonl', 'read_csv',
-           'read_text', 'read_parquet', 'load_prompts']
+__all__ = ['PROMPT_COLUMNS', 'LABEL_COLUMNS', 'READERS', 'SUFFIXES', 'prompt_table', 'read_jsonl', 'read_csv', 'read_text',
+           'read_parquet', 'load_prompts']
 
 # %% ../nbs/14_prompts.ipynb #474a1bf3
 PROMPT_COLUMNS, LABEL_COLUMNS = ("prompt", "caption"), ("label", "type", "overfit_type")

@@ -15,9 +15,9 @@ from .core import Conditioning, DiffusionModel, make_sampler, sampler_timesteps
 from .errors import MemcurvError, check_finite, check_int, check_real
 
 # %% auto #0
-__all__ = ['SEED_MAX', 'check_seeds', 'check_prompts', 'prompt_seed_pairs', 'initial_noise', 'in_batches', 'Step',
-           'guided', 'branch_eps', 'branch_predictions', 'peer_output', 'peer_branches', 'denoise', 'resolve_steps',
-           'Samples', 'sample']
+__all__ = ['SEED_MAX', 'check_seeds', 'check_prompts', 'prompt_seed_pairs', 'initial_noise', 'in_batches', 'Step', 'guided',
+           'branch_eps', 'branch_predictions', 'peer_output', 'peer_branches', 'denoise', 'resolve_steps', 'Samples',
+           'sample']
 
 # %% ../nbs/04_sampling.ipynb #f1d8879c
 SEED_MAX = 2**64 - 1

@@ -20,9 +20,9 @@ from .evaluate.prepare import CHANNEL_REDUCTIONS, channel_map, method_maps, norm
 from .schema import check_maps_dataset, methods_in
 
 # %% auto #0
-__all__ = ['EXPLORED', 'QUANTITIES', 'BRANCH_COLOURS', 'BRANCH_DASH', 'PANELS', 'reduce_channels', 'panel_maps',
-           'collapse_map', 'threshold_mask', 'sample_options', 'CurvatureExplorer', 'sample_metrics',
-           'sample_detectors', 'MethodComparison']
+__all__ = ['EXPLORED', 'QUANTITIES', 'BRANCH_COLOURS', 'BRANCH_DASH', 'PANELS', 'reduce_channels', 'panel_maps', 'collapse_map',
+           'threshold_mask', 'sample_options', 'CurvatureExplorer', 'sample_metrics', 'sample_detectors',
+           'MethodComparison']
 
 # %% ../nbs/11_widgets.ipynb #516bc151
 EXPLORED = ("curvature", "posterior_var", "curvature_diff", "score_diff_sq", "image")   # what the explorers draw

@@ -17,16 +17,16 @@ phase install
 # Notebooks are the source of truth: exporting and cleaning them must not change anything.
 snapshot=$(mktemp -d)
 cp -r memcurv nbs "$snapshot/"
-python tests/export.py   # nbdev_export, with its __all__ lines kept to 120 characters
+nbdev_export
 nbdev_clean
 if ! diff -r -q -x __pycache__ -x '*.egg-info' "$snapshot/memcurv" memcurv || ! diff -r -q -x .ipynb_checkpoints "$snapshot/nbs" nbs; then
   echo "FAIL: nbdev_export / nbdev_clean changed the files above: the library or the notebooks are out of sync." >&2
-  echo "Run python tests/export.py && nbdev_clean, review and commit." >&2
+  echo "Run nbdev_export && nbdev_clean, review and commit." >&2
   exit 1
 fi
 python tests/make_readme.py --check
-# The library's lines are at most 120 characters (pyproject.toml's [tool.ruff]; the exported modules, not _modidx.py).
-ruff check memcurv
+# The library's lines are at most 120 characters (pyproject.toml's [tool.ruff]), nbdev's generated __all__ aside.
+python tests/check_lines.py
 phase "export, clean, README and ruff checks"
 
 # Two cores: two notebooks at a time, one thread each, so torch does not oversubscribe the CPU.

@@ -23,8 +23,8 @@ from ..groundtruth import load_webster, truth_items
 from ..schema import check_maps_dataset, method_seconds, methods_in, open_maps
 
 # %% auto #0
-__all__ = ['SUBSETS', 'THRESHOLD_RULES', 'PROTOCOLS', 'COLUMNS', 'calibration_split', 'detector_scores',
-           'evaluate_dataset', 'evaluate_folder', 'paper_table']
+__all__ = ['SUBSETS', 'THRESHOLD_RULES', 'PROTOCOLS', 'COLUMNS', 'calibration_split', 'detector_scores', 'evaluate_dataset',
+           'evaluate_folder', 'paper_table']
 
 # %% ../../nbs/evaluate/03_table.ipynb #f4be8602
 SUBSETS = {"TV": ("TV",), "MV": ("MV", "RV"), "N": ("N",), "all": ("TV", "MV", "RV", "N")}

@@ -27,8 +27,8 @@ from ..models.files import DEFAULTS_FILE, quiet_loading
 from ..models.fixtures import tiny_text_encoder, tiny_unet, write_clip_tokenizer
 
 # %% auto #0
-__all__ = ['MEMLAB_DEFAULTS', 'MEMLAB_FLOW_DEFAULTS', 'RECIPES', 'save_pipeline', 'save_flow_pipeline',
-           'training_timesteps', 'flow_levels', 'UNetRecipe', 'FlowRecipe', 'train_memlab']
+__all__ = ['MEMLAB_DEFAULTS', 'MEMLAB_FLOW_DEFAULTS', 'RECIPES', 'save_pipeline', 'save_flow_pipeline', 'training_timesteps',
+           'flow_levels', 'UNetRecipe', 'FlowRecipe', 'train_memlab']
 
 # %% ../../nbs/memlab/01_train.ipynb #2cb59827
 MEMLAB_DEFAULTS = {"guidance": 4.0}

@@ -23,9 +23,9 @@ from ..core import SD_SCHEDULER
 from .files import DEFAULTS_FILE
 
 # %% auto #0
-__all__ = ['FIXTURE_DEFAULTS', 'TINY_FAMILIES', 'write_clip_tokenizer', 'tiny_unet', 'tiny_text_encoder',
-           'make_tiny_pipeline', 'tiny_vae', 'tiny_t5', 'make_tiny_sdxl', 'make_tiny_sd3', 'make_tiny_flux',
-           'make_tiny_pixart', 'make_tiny', 'cache_as_hub']
+__all__ = ['FIXTURE_DEFAULTS', 'TINY_FAMILIES', 'write_clip_tokenizer', 'tiny_unet', 'tiny_text_encoder', 'make_tiny_pipeline',
+           'tiny_vae', 'tiny_t5', 'make_tiny_sdxl', 'make_tiny_sd3', 'make_tiny_flux', 'make_tiny_pixart', 'make_tiny',
+           'cache_as_hub']
 
 # %% ../../nbs/models/01_fixtures.ipynb #c6ba5d33
 def _word_merges(word: str) -> list[tuple[str, str]]:

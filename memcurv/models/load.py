@@ -17,8 +17,7 @@ from .files import FOLDER_HINT, read_model_index
 from .sd import StableDiffusionModel
 
 # %% auto #0
-__all__ = ['FAMILIES', 'SUPPORTED', 'HUB_ID', 'family_of', 'resolve_folder', 'open_model', 'check_baseline',
-           'load_model']
+__all__ = ['FAMILIES', 'SUPPORTED', 'HUB_ID', 'family_of', 'resolve_folder', 'open_model', 'check_baseline', 'load_model']
 
 # %% ../../nbs/models/05_load.ipynb #6a1b0c06
 FAMILIES = {"StableDiffusionPipeline": StableDiffusionModel} | {
